@@ -1,0 +1,1 @@
+"""`auditor claims`: what a submission claims, checked against its own logs and files."""

@@ -1,0 +1,26 @@
+"""The `auditor` command line: a thin typer layer over the library.
+
+Each command parses options, calls the library and prints; no analysis logic here.
+Commands import their modules lazily so that `auditor classify` never imports torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from auditor.claims.command import claims
+from auditor.classify_command import classify
+from auditor.smoke.command import smoke
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Compliance auditor and reproducibility checker for Parameter Golf submissions.",
+)
+app.command(help="Static compliance analysis of submissions (scripts or record folders).")(classify)
+app.command(help="Check a record folder's claims against its logs and files.")(claims)
+app.command(help="Import a submission on CPU in a sandbox and build its model.")(smoke)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""`auditor smoke`: sandboxed CPU import and instantiation of a submission's model."""

@@ -1,0 +1,318 @@
+"""Reading submission files safely, and unpacking code that a script `exec`s.
+
+Nothing here runs submission code: packed scripts are decoded by evaluating only
+string literals through a fixed set of decoders (base64/b85/a85/hex, lzma/zlib/gzip/bz2).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import bz2
+import gzip
+import lzma
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_FILE_BYTES = 5_000_000
+MAX_UNPACKED_BYTES = 20_000_000
+MAX_PACK_DEPTH = 4
+
+
+class SourceError(Exception):
+    """A file that cannot be analyzed; the message says why, for the user."""
+
+
+@dataclass
+class Source:
+    path: Path
+    text: str
+    raw_bytes: bytes
+    # How the analyzed text was obtained from the file: "" for plain source,
+    # else e.g. "lzma+b85" when an exec'd blob was decoded.
+    packing: str = ""
+    # Line of the exec() call in the file on disk, when packed.
+    exec_line: int = 0
+
+    @property
+    def packed(self) -> bool:
+        return bool(self.packing)
+
+
+def read_bytes_checked(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise SourceError(f"{path} is not a regular file")
+    if size > limit:
+        raise SourceError(f"file is {size:,} bytes, over the {limit:,}-byte limit")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def decode_text(data: bytes, what: str = "file") -> str:
+    if not data.strip():
+        raise SourceError(f"{what} is empty")
+    if b"\x00" in data[:8192]:
+        raise SourceError(f"{what} is binary (contains NUL bytes), not Python source")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{what} is not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def parse_python(text: str, what: str = "file") -> ast.Module:
+    try:
+        return ast.parse(text)
+    except SyntaxError as exc:
+        raise SourceError(f"{what} is not valid Python: {exc.msg} at line {exc.lineno}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise SourceError(f"{what} cannot be parsed as Python: {type(exc).__name__}") from None
+
+
+def read_source(path: Path) -> Source:
+    """Read a Python file, unpacking an exec'd blob if the file is a packer stub."""
+    raw = read_bytes_checked(path)
+    text = decode_text(raw)
+    tree = parse_python(text)
+    source = Source(path=path, text=text, raw_bytes=raw)
+    layers: list[str] = []
+    for _ in range(MAX_PACK_DEPTH):
+        found = find_exec_payload(tree, path.parent)
+        if found is None:
+            break
+        payload, how, line = found
+        if not source.exec_line:
+            source.exec_line = line
+        layers.append(how)
+        text = payload
+        tree = parse_python(text, what=f"decoded source ({how})")
+    if layers:
+        source.text = text
+        source.packing = " > ".join(layers)
+    return source
+
+
+# --- static unpacking ---------------------------------------------------------
+
+_B2B = {
+    "b85decode": base64.b85decode,
+    "b64decode": base64.b64decode,
+    "standard_b64decode": base64.standard_b64decode,
+    "urlsafe_b64decode": base64.urlsafe_b64decode,
+    "decodebytes": base64.decodebytes,
+    "a85decode": base64.a85decode,
+    "b32decode": base64.b32decode,
+    "b16decode": base64.b16decode,
+    "unhexlify": binascii.unhexlify,
+    "a2b_base64": binascii.a2b_base64,
+}
+_ENCODING_TAG = {
+    "b85decode": "b85", "a85decode": "a85", "b32decode": "b32", "b16decode": "hex", "unhexlify": "hex",
+}
+_DECOMPRESSORS = ("lzma", "zlib", "gzip", "bz2")
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _bounded_lzma(data: bytes, kwargs: dict) -> bytes:
+    dec = lzma.LZMADecompressor(**kwargs)
+    out = dec.decompress(data, max_length=MAX_UNPACKED_BYTES + 1)
+    if len(out) > MAX_UNPACKED_BYTES:
+        raise _Unknown("decompressed payload too large")
+    return out
+
+
+def _bounded_zlib(data: bytes, wbits: int) -> bytes:
+    dec = zlib.decompressobj(wbits)
+    out = dec.decompress(data, MAX_UNPACKED_BYTES + 1)
+    if len(out) > MAX_UNPACKED_BYTES:
+        raise _Unknown("decompressed payload too large")
+    return out
+
+
+def _decompress(module: str, data: bytes, kwargs: dict) -> bytes:
+    if module == "lzma":
+        return _bounded_lzma(data, {k: v for k, v in kwargs.items() if k in ("format", "filters", "memlimit")})
+    if module == "zlib":
+        return _bounded_zlib(data, kwargs.get("wbits", zlib.MAX_WBITS))
+    if module == "gzip":
+        return _bounded_zlib(data, 16 + zlib.MAX_WBITS)
+    if module == "bz2":
+        dec = bz2.BZ2Decompressor()
+        out = dec.decompress(data, max_length=MAX_UNPACKED_BYTES + 1)
+        if len(out) > MAX_UNPACKED_BYTES:
+            raise _Unknown("decompressed payload too large")
+        return out
+    raise _Unknown(module)
+
+
+class _Evaluator:
+    """Evaluates the tiny expression language of packer stubs over literals."""
+
+    def __init__(self, aliases: dict[str, str], names: dict[str, ast.expr], folder: Path):
+        self.aliases = aliases  # local name -> module name (import lzma as L)
+        self.names = names  # module-level NAME = <expr> assignments
+        self.folder = folder
+        self.steps: list[str] = []
+        self.depth = 0
+
+    def value(self, node: ast.expr):
+        self.depth += 1
+        if self.depth > 200:
+            raise _Unknown("expression too deep")
+        try:
+            return self._value(node)
+        finally:
+            self.depth -= 1
+
+    def _value(self, node: ast.expr):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in self.names:
+                return self.value(self.names[node.id])
+            raise _Unknown(node.id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = self.aliases.get(node.value.id, node.value.id)
+            if module == "lzma" and hasattr(lzma, node.attr):
+                return getattr(lzma, node.attr)
+            if module == "zlib" and hasattr(zlib, node.attr):
+                return getattr(zlib, node.attr)
+            raise _Unknown(ast.dump(node))
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self.value(e) for e in node.elts]
+        if isinstance(node, ast.Dict):
+            return {self.value(k): self.value(v) for k, v in zip(node.keys, node.values) if k is not None}
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self.value(node.left) + self.value(node.right)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        raise _Unknown(type(node).__name__)
+
+    def _call(self, node: ast.Call):
+        func = node.func
+        kwargs = {kw.arg: self.value(kw.value) for kw in node.keywords if kw.arg}
+        if isinstance(func, ast.Attribute):
+            name = func.attr
+            owner = func.value
+            module = self.aliases.get(owner.id, owner.id) if isinstance(owner, ast.Name) else ""
+        elif isinstance(func, ast.Name):
+            name = func.id
+            module = self.aliases.get(name + ".__from__", "")
+            owner = None
+        else:
+            raise _Unknown("call")
+        args = node.args
+        # methods on a value: x.decode(), x.encode(), open(...).read(), Path(...).read_text()
+        if isinstance(func, ast.Attribute) and module not in self.aliases.values() and module not in (
+            *_DECOMPRESSORS, "base64", "binascii", "codecs", "bytes"
+        ):
+            if name in ("read", "read_text", "read_bytes"):
+                return self._read_file(owner)
+            if name == "decode":
+                value = self.value(owner)
+                return value.decode(*(self.value(a) for a in args), **kwargs) if isinstance(value, bytes) else value
+            if name == "encode":
+                value = self.value(owner)
+                return value.encode() if isinstance(value, str) else value
+        if name in _B2B:
+            data = self.value(args[0])
+            if isinstance(data, str):
+                data = data.encode("ascii")
+            self.steps.append(_ENCODING_TAG.get(name, "b64"))
+            return _B2B[name](data)
+        if name == "fromhex":
+            self.steps.append("hex")
+            return bytes.fromhex(self.value(args[0]))
+        if name == "decompress":
+            data = self.value(args[0])
+            candidates = [module] if module in _DECOMPRESSORS else list(_DECOMPRESSORS)
+            for candidate in candidates:
+                try:
+                    out = _decompress(candidate, data, kwargs)
+                except _Unknown:
+                    raise
+                except Exception:
+                    continue
+                self.steps.append(candidate)
+                return out
+            raise _Unknown("decompress failed")
+        if name == "compile" and args:
+            return self.value(args[0])
+        if name == "decode" and module == "codecs" and args:
+            return self.value(args[0])
+        if name in ("str", "bytes") and args:
+            value = self.value(args[0])
+            if name == "str" and isinstance(value, bytes) and len(args) > 1:
+                return value.decode(self.value(args[1]))
+            return value
+        raise _Unknown(name)
+
+    def _read_file(self, owner: ast.expr | None) -> str:
+        # open("x.py") / Path("x.py") / Path(__file__).with_name("x.py") / Path(__file__).parent / "x.py"
+        target = None
+        for sub in ast.walk(owner) if owner is not None else ():
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value.endswith(".py"):
+                target = sub.value
+                break
+        if target is None:
+            raise _Unknown("read of unknown file")
+        path = (self.folder / Path(target).name)
+        if not path.is_file():
+            raise _Unknown(f"missing sibling {target}")
+        self.steps.append(f"file:{path.name}")
+        return decode_text(read_bytes_checked(path), what=path.name)
+
+
+def _import_aliases(tree: ast.Module) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                aliases[(alias.asname or alias.name) + ".__from__"] = node.module.split(".")[0]
+    return aliases
+
+
+def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | None:
+    """Return (decoded source, how it was packed, line of the exec) for a packer stub.
+
+    Only module-level exec() calls count: a packer stub is a few lines that exec one blob.
+    """
+    names: dict[str, ast.expr] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            names[stmt.targets[0].id] = stmt.value
+    aliases = _import_aliases(tree)
+    for stmt in tree.body:
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "exec" and call.args):
+            continue
+        evaluator = _Evaluator(aliases, names, folder)
+        try:
+            payload = evaluator.value(call.args[0])
+        except (_Unknown, ValueError, TypeError, KeyError, IndexError, LookupError, lzma.LZMAError, zlib.error, OSError):
+            continue
+        except SourceError:
+            continue
+        if isinstance(payload, bytes):
+            try:
+                payload = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        if not isinstance(payload, str) or not evaluator.steps:
+            continue
+        how = "+".join(reversed(evaluator.steps))
+        return payload, how, stmt.lineno
+    return None

@@ -1,0 +1,1 @@
+"""The bundled clean reference submission (filled in by a later issue)."""
