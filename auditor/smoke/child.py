@@ -1,0 +1,412 @@
+"""The code that runs inside the smoke child process (never in the auditor's).
+
+Usage: python child.py SPEC.json. The spec (written by sandbox.py) names the prepared
+source, the working copy, the limits and the model calls found statically. The child
+confines itself first (cgroup, network namespace, rlimits), then installs import shims,
+imports the submission as a module without running its entry point, builds the model on
+the meta device (and on CPU for one forward pass when asked), and writes RESULT.json.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+
+def confine(spec: dict) -> dict:
+    """Apply the isolation the spec asks for; return notes on what could be applied."""
+    notes: dict = {}
+    procs_file = spec.get("cgroup_procs")
+    if procs_file:
+        try:
+            with open(procs_file, "w") as handle:
+                handle.write(str(os.getpid()))
+            notes["cgroup"] = True
+        except OSError as exc:
+            notes["cgroup"] = f"not applied: {exc.strerror}"
+    if spec.get("isolate_network", True):
+        notes["network"] = _unshare_network()
+    limits = spec["limits"]
+    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
+    if os.geteuid() != 0:
+        # Root ignores RLIMIT_NPROC; the cgroup (or the parent's watchdog) covers that case.
+        current = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        wanted = limits["max_processes"] + _own_process_count()
+        if current == resource.RLIM_INFINITY or wanted < current:
+            resource.setrlimit(resource.RLIMIT_NPROC, (wanted, wanted))
+    return notes
+
+
+def _own_process_count() -> int:
+    uid = os.getuid()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+            except OSError:
+                pass
+    return count
+
+
+def _unshare_network() -> str | bool:
+    """A new, empty network namespace (no interfaces up, not even loopback)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
+        if libc.unshare(flags) != 0:
+            return f"not available: unshare failed ({os.strerror(ctypes.get_errno())})"
+        return True
+    except (OSError, AttributeError) as exc:
+        return f"not available: {exc}"
+
+
+def patch_torch(torch) -> None:
+    """Keep import-time torch.compile and CUDA probes from killing a CPU import."""
+
+    def compile_passthrough(model=None, *args, **kwargs):
+        if model is None:
+            return lambda fn: fn  # @torch.compile(mode=...)
+        return model
+
+    torch.compile = compile_passthrough
+
+    class _NoDevice:
+        name = "cpu (smoke)"
+        major = minor = 0
+        total_memory = 0
+        multi_processor_count = 1
+
+    torch.cuda.get_device_capability = lambda *a, **k: (0, 0)
+    torch.cuda.get_device_name = lambda *a, **k: _NoDevice.name
+    torch.cuda.get_device_properties = lambda *a, **k: _NoDevice()
+    torch.cuda.mem_get_info = lambda *a, **k: (0, 0)
+    torch.cuda.is_bf16_supported = lambda *a, **k: False
+
+
+def run(spec: dict) -> dict:
+    result: dict = {"status": "fail", "notes": [], "shimmed": {}}
+    started = time.monotonic()
+    workdir = spec["workdir"]
+    script = spec["script"]
+    os.chdir(workdir)
+    sys.path[:0] = [workdir]
+    sys.argv = [script]
+    sys.dont_write_bytecode = True
+
+    from auditor.smoke import shims  # our code, before any submission code runs
+
+    finder = shims.install(workdir, set(spec.get("guarded_lines", [])), script)
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - the environment itself is broken
+        result["error"] = {"kind": "exception", "message": f"cannot import torch: {exc}"}
+        return result
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    patch_torch(torch)
+
+    with open(spec["source"], encoding="utf-8") as handle:
+        text = handle.read()
+    module_name = "__smoke_submission__"
+    module = type(sys)(module_name)
+    module.__file__ = script
+    module.__builtins__ = __builtins__
+    sys.modules[module_name] = module
+    try:
+        code = compile(text, script, "exec")
+    except SyntaxError as exc:
+        result["error"] = {"kind": "syntax", "message": f"{exc.msg} at line {exc.lineno}"}
+        return result
+    try:
+        exec(code, module.__dict__)
+    except BaseException as exc:  # noqa: BLE001 - classify whatever the submission raised
+        result["error"] = classify(exc, script, "import")
+        result["shimmed"] = finder.shimmed
+        return result
+    result["import_seconds"] = round(time.monotonic() - started, 3)
+    result["shimmed"] = finder.shimmed
+
+    build = build_model(torch, module, spec.get("candidates", []), spec.get("forward", False), script)
+    result["shimmed"] = finder.shimmed
+    result.update(build)
+    return result
+
+
+def _config_objects(torch, namespace: dict) -> list:
+    """Instances of the script's plain classes (Hyperparameters and the like) that build with no arguments."""
+    found = []
+    for value in list(namespace.values()):
+        if not isinstance(value, type) or value.__module__ != "__smoke_submission__":
+            continue
+        if issubclass(value, torch.nn.Module) or issubclass(value, BaseException):
+            continue
+        try:
+            found.append(value())
+        except Exception:  # noqa: BLE001 - not a config class
+            continue
+    return found
+
+
+def _evaluate_call(torch, module, candidate: dict, device: str):
+    namespace = dict(module.__dict__)
+    problems = []
+    for statement in candidate["bindings"]:
+        try:
+            exec(statement, namespace)
+        except Exception as exc:  # noqa: BLE001 - leave the name unresolved, try the fallbacks
+            problems.append(f"{statement[:60]}: {type(exc).__name__}")
+    configs = None
+    for _ in range(20):
+        try:
+            with torch.device(device):
+                return eval(candidate["call"], namespace), problems
+        except NameError as exc:
+            name = getattr(exc, "name", None)
+            if not name:
+                raise
+            # An unresolved local: a config instance that has the attributes the call reads,
+            # or a config attribute of the same name (vocab_size from args.vocab_size).
+            configs = configs if configs is not None else _config_objects(torch, module.__dict__)
+            wanted = candidate["attr_uses"].get(name, [])
+            match = next((c for c in configs if wanted and all(hasattr(c, a) for a in wanted)), None)
+            if match is None:
+                match_value = next((getattr(c, name) for c in configs if hasattr(c, name)), None)
+                if match_value is None:
+                    raise
+                namespace[name] = match_value
+            else:
+                namespace[name] = match
+            problems.append(f"{name} taken from {type(match).__name__ if match else 'config'}")
+    raise RuntimeError("could not resolve the model call's arguments")
+
+
+def build_model(torch, module, candidates: list[dict], forward: bool, script: str) -> dict:
+    if not candidates:
+        return {"error": {"kind": "model-not-found", "message": "no model construction found from the entry point"}}
+    first_error = None
+    for candidate in candidates[:6]:
+        cls = module.__dict__.get(candidate["class_name"])
+        if isinstance(cls, type) and not issubclass(cls, torch.nn.Module):
+            continue
+        model = None
+        notes = []
+        started = time.monotonic()
+        for device in ("meta", "cpu"):
+            try:
+                model, problems = _evaluate_call(torch, module, candidate, device)
+                notes.extend(problems)
+                break
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(exc, SystemExit):
+                    raise
+                if device == "meta":
+                    notes.append(f"meta build failed ({type(exc).__name__}), built on CPU")
+                    continue
+                first_error = first_error or classify(exc, script, f"building {candidate['class_name']}")
+        if model is None:
+            continue
+        if not isinstance(model, torch.nn.Module):
+            continue
+        out = {
+            "status": "ok",
+            "build_seconds": round(time.monotonic() - started, 3),
+            "model": describe_model(torch, model, candidate),
+            "build_notes": notes,
+        }
+        if forward:
+            out["forward"] = run_forward(torch, module, candidate, model, script)
+        return out
+    if first_error is not None:
+        return {"error": first_error}
+    return {"error": {"kind": "model-not-found", "message": "no nn.Module construction found from the entry point"}}
+
+
+def describe_model(torch, model, candidate: dict) -> dict:
+    nn = torch.nn
+    params = sum(p.numel() for p in model.parameters())
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    token_embedding = None
+    for name in ("tok_emb", "wte", "embed_tokens", "embedding", "embed", "token_embedding", "tok_embeddings"):
+        candidate_module = getattr(model, name, None)
+        if isinstance(candidate_module, nn.Embedding):
+            token_embedding = candidate_module
+            break
+    if token_embedding is None and embeddings:
+        token_embedding = max(embeddings, key=lambda m: m.num_embeddings)
+    vocab = token_embedding.num_embeddings if token_embedding is not None else _int_attr(model, ("vocab_size",))
+    dim = _int_attr(model, ("model_dim", "dim", "d_model", "hidden_size", "n_embd"))
+    if dim is None and token_embedding is not None:
+        dim = token_embedding.embedding_dim
+    unique_layers = _unique_layers(nn, model)
+    effective = _effective_layers(model, unique_layers)
+    tied = _tied(nn, model, token_embedding)
+    return {
+        "class": type(model).__name__,
+        "params": int(params),
+        "dim": dim,
+        "layers": effective if effective is not None else unique_layers,
+        "unique_layers": unique_layers,
+        "vocab": vocab,
+        "tied_embeddings": tied,
+    }
+
+
+def _int_attr(obj, names) -> int | None:
+    for name in names:
+        value = getattr(obj, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _unique_layers(nn, model) -> int | None:
+    """Length of the largest ModuleList of same-class blocks directly on the model."""
+    best = None
+    for child in model.children():
+        if isinstance(child, nn.ModuleList) and len(child) and len({type(m) for m in child}) == 1:
+            if best is None or len(child) > best:
+                best = len(child)
+    return best
+
+
+def _effective_layers(model, unique: int | None) -> int | None:
+    """Block applications per forward for depth-recurrent models, where the code exposes them."""
+    encoder = getattr(model, "encoder_indices", None)
+    decoder = getattr(model, "decoder_indices", None)
+    if isinstance(encoder, (list, tuple)) and isinstance(decoder, (list, tuple)):
+        return len(encoder) + len(decoder)
+    for name in ("layer_schedule", "layer_order", "schedule", "block_order", "loop_order", "virtual_layers"):
+        value = getattr(model, name, None)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+            return len(value)
+    value = _int_attr(model, ("effective_layers", "num_effective_layers", "effective_depth", "num_virtual_layers"))
+    if value is not None:
+        return value
+    return None
+
+
+def _tied(nn, model, embedding) -> bool | None:
+    flag = getattr(model, "tie_embeddings", None)
+    if isinstance(flag, bool):
+        return flag
+    head = getattr(model, "lm_head", None)
+    if embedding is None:
+        return None
+    if head is None:
+        return True
+    weight = getattr(head, "weight", None)
+    return weight is embedding.weight
+
+
+def run_forward(torch, module, candidate: dict, meta_model, script: str) -> dict:
+    """Build on CPU and run one forward pass on a tiny random batch; is the loss finite?"""
+    try:
+        model, _ = _evaluate_call(torch, module, candidate, "cpu")
+        model = model.float().eval()
+        vocab = describe_model(torch, meta_model, candidate)["vocab"] or 256
+        batch, length = 2, 32
+        inputs = torch.randint(0, vocab, (batch, length))
+        targets = torch.randint(0, vocab, (batch, length))
+        with torch.no_grad():
+            try:
+                out = model(inputs, targets)
+            except TypeError:
+                out = model(inputs)
+        loss = _loss_from(torch, out, targets)
+        if loss is None:
+            return {"ok": False, "message": f"forward returned {type(out).__name__}, no loss found"}
+        value = float(loss)
+        return {"ok": bool(torch.isfinite(loss).all()), "loss": value}
+    except BaseException as exc:  # noqa: BLE001
+        error = classify(exc, script, "forward")
+        return {"ok": False, "kind": error["kind"], "message": error["message"]}
+
+
+def _loss_from(torch, out, targets):
+    if isinstance(out, (tuple, list)) and out:
+        scalars = [o for o in out if torch.is_tensor(o) and o.ndim == 0]
+        if scalars:
+            return scalars[0]
+        out = out[0]
+    if isinstance(out, dict):
+        out = out.get("loss", out.get("logits"))
+    if not torch.is_tensor(out):
+        return None
+    if out.ndim == 0:
+        return out
+    if out.ndim == 3:
+        return torch.nn.functional.cross_entropy(out.float().reshape(-1, out.shape[-1]), targets.reshape(-1))
+    return None
+
+
+def classify(exc: BaseException, script: str, stage: str) -> dict:
+    from auditor.smoke import shims
+
+    message = f"{type(exc).__name__}: {exc}"[:500]
+    frame = _last_own_frame(exc, script)
+    cause = exc
+    while cause is not None and not isinstance(cause, shims.ShimUsedError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        exc = cause
+        return {"kind": "missing-module", "message": f"{stage}: {exc}", "module": exc.module,
+                "gpu_only": exc.gpu_only, "frame": frame}
+    if isinstance(exc, ModuleNotFoundError):
+        name = exc.name or ""
+        return {"kind": "missing-module", "message": f"{stage}: {message}", "module": name.split(".")[0],
+                "gpu_only": shims.is_gpu_only(name), "frame": frame}
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+        return {"kind": "memory", "message": f"{stage}: {message}", "frame": frame}
+    text = str(exc)
+    if ("CUDA" in text or "cuda" in text or "NVIDIA" in text or "GPU" in text) and not isinstance(exc, SyntaxError):
+        return {"kind": "cuda-required", "message": f"{stage}: {message}", "frame": frame}
+    if isinstance(exc, SyntaxError):
+        return {"kind": "syntax", "message": f"{stage}: {message}", "frame": frame}
+    if isinstance(exc, SystemExit):
+        message = f"SystemExit({exc.code})"
+    return {"kind": "exception", "message": f"{stage}: {message}", "frame": frame}
+
+
+def _last_own_frame(exc: BaseException, script: str) -> str | None:
+    last = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == script:
+            last = f"line {line} in {frame.f_code.co_name}"
+    return last
+
+
+def main() -> None:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        spec = json.load(handle)
+    # Our own package, for the shims; the submission's folder comes first later.
+    sys.path.insert(0, spec["auditor_root"])
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+    notes = confine(spec)
+    try:
+        result = run(spec)
+    except BaseException as exc:  # noqa: BLE001 - anything left is the submission's doing
+        result = {"status": "fail", "error": classify(exc, spec["script"], "smoke")}
+    result["isolation"] = notes
+    tmp = spec["result"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, default=str)
+    os.replace(tmp, spec["result"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip atexit handlers and threads the submission may have left
+
+
+if __name__ == "__main__":
+    main()

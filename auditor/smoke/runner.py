@@ -1,0 +1,316 @@
+"""The library entry of `auditor smoke`: smoke_path(path) -> SmokeResult.
+
+Static work happens here (reading and unpacking the script, finding the model call,
+choosing the configuration); everything that runs submission code happens in the child.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auditor.smoke.discover import discover_model, strip_entry_calls
+from auditor.smoke.fstrings import rewrite_nested_fstrings
+from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
+from auditor.source import SourceError, read_source
+from auditor.submission import load_submission
+
+FAILURE_KINDS = ("syntax", "missing-module", "cuda-required", "timeout", "memory", "model-not-found", "exception")
+_MAX_COPIED_FILE = 50_000_000
+_IMPORT_HANDLERS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+class UnreadablePath(Exception):
+    """The path is not a readable submission (exit code 2)."""
+
+
+@dataclass
+class SmokeOptions:
+    defaults: bool = False  # ignore the run configuration, use the script's defaults
+    env: dict[str, str] = field(default_factory=dict)  # --env K=V overrides
+    forward: bool = False
+    limits: Limits = field(default_factory=Limits)
+    keep_temp: bool = False
+
+
+@dataclass
+class SmokeResult:
+    path: str
+    status: str  # "ok" | "fail"
+    seconds: float
+    config_source: str
+    env: dict[str, str]
+    model: dict | None
+    code_bytes: int | None
+    error: dict | None
+    import_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+    shimmed: dict[str, str] = field(default_factory=dict)
+    forward: dict | None = None
+    isolation: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "import_seconds": self.import_seconds,
+            "config_source": self.config_source,
+            "env": self.env,
+            "model": self.model,
+            "code_bytes": self.code_bytes,
+            "forward": self.forward,
+            "shimmed": self.shimmed,
+            "isolation": self.isolation,
+            "notes": self.notes,
+            "error": self.error,
+        }
+
+    def line(self) -> str:
+        """One human-readable line, e.g. 'import OK in 0.41s, dim=768, ... [config: log]'."""
+        config = f"[config: {self.config_source}]"
+        if self.ok and self.model:
+            m = self.model
+            layers = f"{m.get('layers')}"
+            if m.get("unique_layers") is not None and m.get("unique_layers") != m.get("layers"):
+                layers += f" ({m['unique_layers']} unique)"
+            parts = [
+                f"import OK in {self.import_seconds or 0:.2f}s",
+                f"class={m.get('class')}",
+                f"dim={m.get('dim')}",
+                f"layers={layers}",
+                f"vocab={m.get('vocab')}",
+                f"params={m['params']:,}",
+                f"tied={'yes' if m.get('tied_embeddings') else 'no'}",
+                f"code={self.code_bytes:,} B" if self.code_bytes is not None else "code=?",
+            ]
+            text = ", ".join(parts)
+            if self.forward is not None:
+                if self.forward.get("ok"):
+                    text += f", forward loss={self.forward['loss']:.3f} (finite)"
+                elif "loss" in self.forward:
+                    text += f", forward loss={self.forward['loss']} (NOT finite)"
+                else:
+                    text += f", forward failed ({self.forward.get('kind', 'exception')}: {self.forward.get('message')})"
+        else:
+            error = self.error or {"kind": "exception", "message": "unknown failure"}
+            text = f"FAIL {error['kind']}: {error['message']}"
+            if error.get("frame"):
+                text += f" ({error['frame']})"
+        extras = []
+        if self.shimmed:
+            shown = ", ".join(f"{name} ({kind})" for name, kind in sorted(self.shimmed.items()))
+            extras.append(f"shimmed: {shown}")
+        extras.extend(self.notes)
+        suffix = f" ({'; '.join(extras)})" if extras else ""
+        return f"{self.path}: {text} {config}{suffix}"
+
+
+def _guarded_import_lines(tree: ast.Module) -> list[int]:
+    """Lines of imports inside try blocks that catch ImportError: the script has a fallback."""
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        catches = False
+        for handler in node.handlers:
+            if handler.type is None:
+                catches = True
+            else:
+                names = {n.id if isinstance(n, ast.Name) else getattr(n, "attr", "") for n in ast.walk(handler.type)}
+                catches = catches or bool(names & _IMPORT_HANDLERS)
+        if not catches:
+            continue
+        for stmt in node.body:
+            for sub in ast.walk(stmt):
+                if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    lines.extend(range(sub.lineno, (sub.end_lineno or sub.lineno) + 1))
+    return lines
+
+
+def _executed_sibling(script: Path, text: str) -> Path | None:
+    """A sibling .py file that a tiny stub script exec()s (`exec(open(...decode.py).read())`)."""
+    if len(text) > 2000:
+        return None
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py"):
+            candidate = script.parent / Path(node.value).name
+            if candidate.is_file() and candidate != script:
+                return candidate
+    return None
+
+
+def _prepare_text(script: Path) -> tuple[str, list[str]]:
+    """The code the child should run: unpacked, and compilable by this Python."""
+    notes = []
+    source = read_source(script)
+    text = source.text
+    if source.packed:
+        notes.append(f"unpacked ({source.packing})")
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        tree = None
+    if tree is not None:
+        sibling = _executed_sibling(script, text)
+        if sibling is not None:
+            text = read_source(sibling).text
+            notes.append(f"runs {sibling.name}")
+    try:
+        ast.parse(text)
+    except SyntaxError:
+        rewritten = rewrite_nested_fstrings(text)
+        try:
+            ast.parse(rewritten)
+            text = rewritten
+            notes.append("3.12 f-strings rewritten for this Python")
+        except SyntaxError:
+            pass
+    return text, notes
+
+
+def _copy_record(root: Path, script: Path, is_record: bool, dest: Path) -> Path:
+    """A temporary copy of the record folder (or, for a lone script, its .py siblings)."""
+    dest.mkdir(parents=True)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if is_record else sorted(root.glob("*.py"))
+    for path in files:
+        try:
+            if path.is_symlink() or path.stat().st_size > _MAX_COPIED_FILE:
+                continue
+            target = dest / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        except OSError:
+            continue
+    return dest / script.relative_to(root)
+
+
+_DISTRIBUTED_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+
+
+def _usable(name: str, value: str) -> bool:
+    """Drop settings that are code echoed into a log (WORLD_SIZE={h.world_size}) or torchrun's."""
+    if name in _DISTRIBUTED_ENV:
+        return False
+    if any(c in value for c in "{}()$`"):
+        return False
+    return not (value.isidentifier() and value.lower() == name.lower())
+
+
+def _run_configuration(tree: ast.Module | None, submission, options: SmokeOptions) -> tuple[dict[str, str], str]:
+    env: dict[str, str] = {}
+    source = "defaults"
+    if not options.defaults and tree is not None:
+        from auditor.analysis.config import build_config
+
+        env = {k: v for k, v in build_config(tree, submission.run_config).run_environment().items() if _usable(k, v)}
+        for name, value in env.items():
+            # Logs print Python values (tie_embeddings:True); scripts parse env flags as ints.
+            if name not in submission.run_config.env and value in ("True", "False"):
+                env[name] = "1" if value == "True" else "0"
+        if env:
+            source = submission.run_config.source
+    if options.env:
+        env.update(options.env)
+        source = "env" if source == "defaults" else f"{source}+env"
+    return env, source
+
+
+def smoke_path(path: str | Path, options: SmokeOptions | None = None) -> SmokeResult:
+    """Import the submission at `path` in a sandboxed child and build its model.
+
+    Raises UnreadablePath when `path` is not a readable submission.
+    """
+    options = options or SmokeOptions()
+    started = time.monotonic()
+    try:
+        submission = load_submission(path)
+        script = submission.script
+        code_bytes = script.stat().st_size
+        text, notes = _prepare_text(script)
+    except (SourceError, OSError) as exc:
+        raise UnreadablePath(str(exc)) from None
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError) as exc:
+        tree = None
+        syntax_error = {"kind": "syntax", "message": f"{getattr(exc, 'msg', exc)} at line {getattr(exc, 'lineno', '?')}"}
+    env, config_source = _run_configuration(tree, submission, options)
+
+    def result(**kwargs) -> SmokeResult:
+        fields = dict(path=str(path), seconds=time.monotonic() - started, config_source=config_source, env=env,
+                      model=None, code_bytes=code_bytes, error=None, notes=notes)
+        fields.update(kwargs)
+        return SmokeResult(**fields)
+
+    if tree is None:
+        return result(status="fail", error=syntax_error)
+
+    discovery = discover_model(tree)
+    text = strip_entry_calls(text, discovery.entry_calls)
+    run_dir = Path(tempfile.mkdtemp(prefix="auditor-smoke-"))
+    try:
+        workdir_script = _copy_record(submission.root, script, submission.is_record_folder, run_dir / "record")
+        prepared = run_dir / "prepared.py"
+        prepared.write_text(text, encoding="utf-8")
+        spec = {
+            "workdir": str(workdir_script.parent if not submission.is_record_folder else run_dir / "record"),
+            "script": str(workdir_script),
+            "source": str(prepared),
+            "guarded_lines": _guarded_import_lines(tree),
+            "candidates": [c.to_json() for c in discovery.candidates],
+            "forward": options.forward,
+            "isolate_network": True,
+        }
+        outcome = run_child(spec, run_dir, scrubbed_environment(_parent_environment(), env), options.limits)
+    finally:
+        if not options.keep_temp:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    notes = notes + outcome.notes
+    if outcome.survivors_killed > 1:
+        notes.append(f"killed {outcome.survivors_killed} leftover processes")
+    if outcome.result is None:
+        return result(status="fail", error=_error_without_result(outcome, options.limits), notes=notes)
+    child = outcome.result
+    isolation = child.get("isolation", {})
+    if isolation.get("network") is not True:
+        notes.append(f"network isolation {isolation.get('network', 'not available')}")
+    return result(
+        status=child.get("status", "fail"),
+        seconds=time.monotonic() - started,
+        model=child.get("model"),
+        error=child.get("error"),
+        import_seconds=child.get("import_seconds"),
+        shimmed=child.get("shimmed", {}),
+        forward=child.get("forward"),
+        isolation=isolation,
+        notes=notes + [n for n in child.get("build_notes", []) if "built on CPU" in n],
+    )
+
+
+def _parent_environment() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def _error_without_result(outcome, limits: Limits) -> dict:
+    if outcome.stopped_by == "timeout":
+        return {"kind": "timeout", "message": f"wall timeout after {limits.wall_seconds:g}s; process group killed"}
+    if outcome.stopped_by == "cpu":
+        return {"kind": "timeout", "message": f"CPU limit of {limits.cpu_seconds}s reached"}
+    if outcome.stopped_by == "processes":
+        return {"kind": "exception", "message": f"process limit ({limits.max_processes}) reached: fork loop stopped"}
+    tail = outcome.stderr_tail.strip().splitlines()
+    last = tail[-1] if tail else ""
+    if "MemoryError" in outcome.stderr_tail or "Cannot allocate memory" in outcome.stderr_tail:
+        return {"kind": "memory", "message": f"memory limit ({limits.memory_bytes / 2**30:g} GiB): {last}"[:300]}
+    return {"kind": "exception", "message": f"child exited with {outcome.returncode} and no result: {last}"[:300]}
