@@ -187,8 +187,8 @@ def check_claims(
     runs = _usable_runs(log_files, result)
 
     result.claimed = _claimed_json(claims, tables)
-    _match_seeds(result, runs, claims, tables)
-    _check_scores(result, claims, tables)
+    runs_by_seed = _match_seeds(result, runs, claims, tables)
+    _check_scores(result, claims, tables, runs_by_seed)
     _check_artifact(result, claims)
     _check_code_size(result, submission)
     _check_times(result, claims)
@@ -268,7 +268,8 @@ def _metric_agreeing(run: LogRun, claimed: Printed) -> Metric | None:
     return max(matches, key=lambda m: (m.is_score_candidate, m.val_bpb.decimals, m.line))
 
 
-def _match_seeds(result: ClaimsResult, runs: list[LogRun], claims: JsonClaims | None, tables: list[ReadmeTable]) -> None:
+def _match_seeds(result: ClaimsResult, runs: list[LogRun], claims: JsonClaims | None,
+                 tables: list[ReadmeTable]) -> dict[int | None, list[LogRun]]:
     """Pair each claimed seed with the run of its log, and note seeds claimed without a log."""
     by_seed: dict[int | None, list[LogRun]] = {}
     for run in runs:
@@ -279,10 +280,10 @@ def _match_seeds(result: ClaimsResult, runs: list[LogRun], claims: JsonClaims | 
         for seed in claims.seeds:
             claim = claims.per_seed.get(seed)
             claimed_bpb[seed] = (claim.val_bpb if claim else None, claims.file or "submission.json")
-    for table in tables:
-        for row in table.rows:
-            if row.seed not in claimed_bpb or claimed_bpb[row.seed][0] is None:
-                claimed_bpb[row.seed] = (row.val_bpb, f"README line {row.line}")
+    # Without seeds in submission.json, the README's first results table says what was run.
+    if not claimed_bpb and tables:
+        for row in tables[0].rows:
+            claimed_bpb.setdefault(row.seed, (row.val_bpb, f"README line {row.line}"))
 
     # A log named for a claimed seed that logs another, unclaimed seed: the file was relabeled.
     for seed in list(claimed_bpb):
@@ -307,7 +308,7 @@ def _match_seeds(result: ClaimsResult, runs: list[LogRun], claims: JsonClaims | 
         candidates = by_seed.get(seed, [])
         if not candidates:
             result.add(
-                "seed_logs", VIOLATION, f"seed {seed} is claimed ({source}) but no log shows a run of it",
+                "seed_logs", WARNING if result.track == "non-record" else VIOLATION, f"seed {seed} is claimed ({source}) but no log shows a run of it",
                 claimed=seed, observed=sorted(s for s in by_seed if s is not None),
             )
             result.seeds.append(SeedResult(seed=seed, run=None, claimed_bpb=bpb, claimed_source=source))
@@ -337,6 +338,7 @@ def _match_seeds(result: ClaimsResult, runs: list[LogRun], claims: JsonClaims | 
                        f"({labels}); only one can count as that seed", observed=seed)
 
     _check_seed_count(result, claims)
+    return by_seed
 
 
 def _pick_run(seed, candidates: list[LogRun], bpb: Printed | None, source: str, top_level: Printed | None,
@@ -373,7 +375,8 @@ def _check_seed_count(result: ClaimsResult, claims: JsonClaims | None) -> None:
         )
 
 
-def _check_scores(result: ClaimsResult, claims: JsonClaims | None, tables: list[ReadmeTable]) -> None:
+def _check_scores(result: ClaimsResult, claims: JsonClaims | None, tables: list[ReadmeTable],
+                  runs_by_seed: dict) -> None:
     scored = [s for s in result.seeds if s.score is not None]
     for seed in result.seeds:
         if seed.run is None:
@@ -381,7 +384,9 @@ def _check_scores(result: ClaimsResult, claims: JsonClaims | None, tables: list[
         if seed.score is None:
             result.add("could_not_read", WARNING, f"{seed.run.label}: no final val_bpb line found")
             continue
-        if seed.claimed_bpb is not None and not agree(seed.claimed_bpb, seed.score.val_bpb):
+        if seed.claimed_bpb is None:
+            continue
+        if not agree(seed.claimed_bpb, seed.score.val_bpb):
             shown = ", ".join(f"{m.name} {m.val_bpb.text}" for m in seed.run.metrics if m.is_score_candidate)
             result.add(
                 "val_bpb", VIOLATION,
@@ -389,38 +394,85 @@ def _check_scores(result: ClaimsResult, claims: JsonClaims | None, tables: list[
                 f"which no metric of {seed.run.label} shows ({shown or 'none'})",
                 claimed=seed.claimed_bpb.text, observed=seed.score.val_bpb.text,
             )
-    if not scored:
+        elif not seed.score.is_score_candidate:
+            result.add("val_bpb", WARNING, f"seed {seed.seed}: the claimed {seed.claimed_bpb.text} is the log's "
+                       f"{seed.score.name}, not a final post-quantization score", claimed=seed.claimed_bpb.text,
+                       observed=seed.score.val_bpb.text)
+    _check_readme_tables(result, tables, runs_by_seed)
+    if not scored or claims is None:
         return
-
-    values = [s.score.val_bpb for s in scored]
-    losses = [s.score.val_loss for s in scored if s.score.val_loss is not None]
-    mean = sum(v.value for v in values) / len(values)
-    observed = f"{mean:.8f} (mean of {len(values)}: " + ", ".join(v.text for v in values) + ")"
-    if claims is not None:
-        if claims.mean_val_bpb is not None:
-            _check_mean(result, "mean_val_bpb", claims.mean_val_bpb, values, observed, f"{claims.file} mean_val_bpb")
-        if claims.val_bpb is not None and not (claims.mean_val_bpb and claims.val_bpb.text == claims.mean_val_bpb.text):
-            _check_mean(result, "val_bpb", claims.val_bpb, values, observed, f"{claims.file} val_bpb")
-        claimed_loss = claims.mean_val_loss or claims.val_loss
-        if claimed_loss is not None and len(losses) == len(values):
-            loss_mean = sum(v.value for v in losses) / len(losses)
-            loss_observed = f"{loss_mean:.8f} (mean of {len(losses)}: " + ", ".join(v.text for v in losses) + ")"
-            _check_mean(result, "val_loss", claimed_loss, losses, loss_observed, f"{claims.file} val_loss")
-    for table in tables:
-        if table.mean_bpb is not None:
-            _check_mean(result, "val_bpb", table.mean_bpb, values, observed, f"README table mean (line {table.line})")
+    series = _metric_series(scored)
+    if claims.mean_val_bpb is not None:
+        _check_mean(result, "val_bpb", claims.mean_val_bpb, series, f"{claims.file} mean_val_bpb")
+    if claims.val_bpb is not None and not (claims.mean_val_bpb and claims.val_bpb.text == claims.mean_val_bpb.text):
+        _check_mean(result, "val_bpb", claims.val_bpb, series, f"{claims.file} val_bpb")
+    claimed_loss = claims.mean_val_loss or claims.val_loss
+    loss_series = _metric_series(scored, loss=True)
+    if claimed_loss is not None and loss_series:
+        _check_mean(result, "val_loss", claimed_loss, loss_series, f"{claims.file} val_loss")
 
 
-def _check_mean(result: ClaimsResult, check: str, claimed: Printed, values: list[Printed], observed: str,
+def _metric_series(scored: list[SeedResult], loss: bool = False) -> dict[str, list[Printed]]:
+    """Per-seed figures by metric: the chosen scores first, then every metric all runs print."""
+    def figure(metric: Metric) -> Printed | None:
+        return metric.val_loss if loss else metric.val_bpb
+
+    series: dict[str, list[Printed]] = {}
+    chosen = [figure(s.score) for s in scored]
+    if all(v is not None for v in chosen):
+        series["the scored metric"] = chosen
+    names = set.intersection(*({m.name for m in s.run.metrics} for s in scored))
+    for name in sorted(names):
+        values = []
+        for seed in scored:
+            metric = next(m for m in reversed(seed.run.metrics) if m.name == name)
+            values.append(figure(metric))
+        if all(v is not None for v in values):
+            series.setdefault(name, values)
+    return series
+
+
+def _check_mean(result: ClaimsResult, check: str, claimed: Printed, series: dict[str, list[Printed]],
                 where: str) -> None:
-    if agree_mean(claimed, values):
+    if not series:
         return
-    if len(values) > 1 and any(agree(claimed, v) for v in values):
-        result.add(check, WARNING, f"{where} {claimed.text} is one seed's figure, not the mean of the "
-                   f"{len(values)} logged seeds", claimed=claimed.text, observed=observed)
-        return
+    for values in series.values():
+        if agree_mean(claimed, values):
+            return
+    first_name, first = next(iter(series.items()))
+    mean = sum(v.value for v in first) / len(first)
+    observed = f"{mean:.8f} (mean of {len(first)}: " + ", ".join(v.text for v in first) + ")"
+    for name, values in series.items():
+        if len(values) > 1 and any(agree(claimed, v) for v in values):
+            result.add(check, WARNING, f"{where} {claimed.text} is one seed's {name}, not the mean of the "
+                       f"{len(values)} logged seeds", claimed=claimed.text, observed=observed)
+            return
+        if len(values) == 1 and agree(claimed, values[0]):
+            return
     result.add(check, VIOLATION, f"{where} {claimed.text} does not match the logs", claimed=claimed.text,
                observed=observed)
+
+
+def _check_readme_tables(result: ClaimsResult, tables: list[ReadmeTable], runs_by_seed: dict) -> None:
+    """Each README row must agree with some run of its seed; a table's mean with its rows' runs."""
+    for table in tables:
+        matched: list[Printed] = []
+        for row in table.rows:
+            runs = runs_by_seed.get(row.seed, [])
+            if row.val_bpb is None or not runs:
+                continue
+            metrics = [m for run in runs if (m := _metric_agreeing(run, row.val_bpb)) is not None]
+            if metrics:
+                matched.append(metrics[0].val_bpb)
+                continue
+            shown = ", ".join(f"{m.name} {m.val_bpb.text}" for run in runs for m in run.metrics if m.is_score_candidate)
+            result.add("val_bpb", VIOLATION,
+                       f"README line {row.line}: seed {row.seed} {table.bpb_header} {row.val_bpb.text} matches no "
+                       f"metric in the logs of seed {row.seed} ({shown or 'none'})",
+                       claimed=row.val_bpb.text, observed=shown or None)
+        if table.mean_bpb is not None and matched and len(matched) == len(table.rows):
+            _check_mean(result, "val_bpb", table.mean_bpb, {"the table's rows": matched},
+                        f"README table mean (line {table.line}, {table.bpb_header})")
 
 
 def _evidence(result: ClaimsResult) -> list[SeedResult]:
@@ -466,6 +518,10 @@ def _code_sizes_of_files(submission: Submission) -> dict[str, int]:
     except SourceError:
         return sizes
     sizes[script.name] = len(raw)
+    # A script may exec a sibling file, or a log may come from a variant in the folder.
+    for other in sorted(submission.root.glob("*.py")):
+        if other != script and other.is_file():
+            sizes[other.name] = other.stat().st_size
     try:
         source = read_source(script)
         if source.packed:

@@ -50,8 +50,9 @@ _TRAINING_DATA = re.compile(r"training data|train_loader|train data|train shards
 _RESERVE = re.compile(r"reserv", re.I)
 _SECONDS_IN = re.compile(r"\bin\s+(\d+(?:\.\d+)?)\s*s\b")
 _FILE_SEED = re.compile(r"(?:seed|_s)[_-]?(\d+)|_(\d+)\.(?:log|txt)$", re.I)
+TRAINING_VAL = "val during training (pre-quantization)"
 # Names of metrics that are not the submitted score: pre-quantization or diagnostic passes.
-_NOT_A_SCORE = re.compile(r"pre[-_ ]?quant|diagnostic|post[-_ ]?ema|^ema\b|pre[-_]ttt|before", re.I)
+_NOT_A_SCORE = re.compile(r"during training|pre[-_ ]?quant|diagnostic|post[-_ ]?ema|^ema\b|pre[-_]ttt|before", re.I)
 
 
 @dataclass
@@ -153,8 +154,12 @@ class LogRun:
         }
 
     @property
+    def has_final_metrics(self) -> bool:
+        return any(m.name != TRAINING_VAL for m in self.metrics)
+
+    @property
     def is_empty(self) -> bool:
-        return not (self.metrics or self.train_time_s is not None or self.artifact_bytes is not None)
+        return not (any(m.name != TRAINING_VAL for m in self.metrics) or self.train_time_s is not None or self.artifact_bytes is not None)
 
 
 @dataclass
@@ -220,12 +225,12 @@ def parse_log_text(text: str, path: Path) -> list[LogRun]:
             seed_match = _SEED_PAIR.search(line)
         if seed_match:
             seed = int(seed_match.group(1))
-            if run.seed is not None and (seed != run.seed or run.metrics):
+            if run.seed is not None and (seed != run.seed or run.has_final_metrics):
                 start_new_run(line_no)
-            elif run.seed is None and run.metrics:
+            elif run.seed is None and run.has_final_metrics:
                 start_new_run(line_no)
             run.seed = seed
-        elif _RUN_HEADER.match(line) and run.metrics:
+        elif _RUN_HEADER.match(line) and run.has_final_metrics:
             start_new_run(line_no)
 
         if "val_bpb" in line and "val_loss" in line or _VAL_BPB.search(line):
@@ -305,6 +310,11 @@ def _read_metric(run: LogRun, line: str, line_no: int) -> None:
         match = _TRAIN_TIME.search(line)
         if match:
             run.train_time_s = max(run.train_time_s or 0.0, _seconds(*match.groups()))
+        # Keep the latest validation during training: READMEs sometimes quote it.
+        bpb_value = printed(bpb.group(1))
+        if bpb_value is not None:
+            run.metrics = [m for m in run.metrics if m.name != TRAINING_VAL]
+            run.metrics.append(Metric(TRAINING_VAL, printed(loss.group(1)) if loss else None, bpb_value, None, line_no))
         return
     if prefix.startswith(("log", "print", "f\"", "f'", "#")) or "{" in prefix or "(" in prefix and "=" in prefix:
         return  # a line of source code, not output

@@ -14,7 +14,7 @@ from auditor.claims.numbers import Printed, printed
 
 _ROW = re.compile(r"^\s*\|(.+)\|\s*$")
 _SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
-_NOT_SCORE_HEADER = re.compile(r"pre|gain|delta|std|rt\b|roundtrip|standard|diff|Δ|step|ms|time|loss|nats", re.I)
+_NOT_SCORE_HEADER = re.compile(r"pre|ema\b|gain|delta|std|rt\b|roundtrip|standard|diff|Δ|step|ms|time|loss|nats", re.I)
 
 
 @dataclass
@@ -49,13 +49,15 @@ def _score_column(headers: list[str]) -> int | None:
                 return index
         return None
 
-    bpb_like = lambda h: ("bpb" in h or "score" in h) and not _NOT_SCORE_HEADER.search(h)  # noqa: E731
+    # "bpp" is a typo seen in merged READMEs.
+    bpb_like = lambda h: ("bpb" in h or "bpp" in h or "score" in h) and not _NOT_SCORE_HEADER.search(h)  # noqa: E731
+    sliding = lambda h: ("slid" in h or "s64" in h) and not _NOT_SCORE_HEADER.search(h)  # noqa: E731
     for preference in (
-        lambda h: bpb_like(h) and ("post" in h or "ttt" in h),
-        lambda h: bpb_like(h) and ("slid" in h or "s64" in h),
+        lambda h: bpb_like(h) and "ttt" in h,
+        lambda h: bpb_like(h) and sliding(h),
+        sliding,
         lambda h: bpb_like(h) and "val" in h,
         bpb_like,
-        lambda h: ("slid" in h or "s64" in h) and not _NOT_SCORE_HEADER.search(h),
     ):
         found = pick(preference)
         if found is not None:
