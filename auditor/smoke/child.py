@@ -212,7 +212,7 @@ def build_model(torch, module, candidates: list[dict], forward: bool, script: st
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(exc, SystemExit):
                     raise
                 if device == "meta":
-                    notes.append(f"meta build failed ({type(exc).__name__}), built on CPU")
+                    notes.append(f"meta build failed ({type(exc).__name__}: {str(exc)[:120]}), built on CPU")
                     continue
                 first_error = first_error or classify(exc, script, f"building {candidate['class_name']}")
         if model is None:

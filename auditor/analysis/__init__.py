@@ -1,0 +1,191 @@
+"""The parsed submission, built once per file and shared by every rule.
+
+`Analysis` holds the files (main script and imported helpers, unpacked when packed), the
+ast index, the configuration, reachability and data flow. Rules look at libcst trees of
+single functions (`Scope`), parsed lazily per top-level statement: libcst costs ~10x
+`ast.parse`, so only code that a rule's prefilter matches is parsed with it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from auditor.analysis.config import Config, build_config
+from auditor.analysis.flow import Taint, _Flow, compute_flow
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index
+from auditor.analysis.reach import Reach, compute_reach
+from auditor.source import Source, SourceError, decode_text, parse_python, read_bytes_checked
+from auditor.submission import RunConfig, Submission
+
+
+@dataclass
+class Scope:
+    """One function's code as libcst nodes, with absolute line numbers."""
+
+    function: Function
+    statements: list[cst.CSTNode]
+    positions: dict[int, tuple[int, int]]  # id(node) -> (start line, end line), absolute
+    modules: list[cst.Module]
+
+    def lines(self, node: cst.CSTNode) -> tuple[int, int]:
+        return self.positions.get(id(node), (self.function.lineno, self.function.lineno))
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.modules[0].code_for_node(node)
+
+    def walk(self):
+        """Every libcst node of the function's own code (nested defs excluded)."""
+        stack = list(reversed(self.statements))
+        while stack:
+            node = stack.pop()
+            yield node
+            for child in reversed(node.children):
+                if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                    continue
+                stack.append(child)
+
+
+@dataclass
+class Analysis:
+    index: Index
+    config: Config
+    reach: Reach
+    taint: Taint
+    submission: Submission | None = None
+    _cst_cache: dict[int, tuple[cst.Module, dict[int, tuple[int, int]]]] = field(default_factory=dict)
+    _scopes: dict[Function, Scope] = field(default_factory=dict)
+
+    @property
+    def main(self) -> Unit:
+        return self.index.main
+
+    # --- libcst access ------------------------------------------------------------
+
+    def _parse_span(self, unit: Unit, start: int, end: int) -> tuple[cst.Module, dict[int, tuple[int, int]]]:
+        key = hash((unit.display, start, end))
+        if key not in self._cst_cache:
+            text = "\n".join(unit.lines[start - 1:end]) + "\n"
+            module = cst.parse_module(text)
+            wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+            raw = wrapper.resolve(PositionProvider)
+            offset = start - 1
+            positions = {id(node): (rng.start.line + offset, rng.end.line + offset) for node, rng in raw.items()}
+            self._cst_cache[key] = (module, positions)
+        return self._cst_cache[key]
+
+    def scope(self, function: Function) -> Scope:
+        if function in self._scopes:
+            return self._scopes[function]
+        unit = function.unit
+        if function.qualname == MODULE_SCOPE:
+            statements, positions, modules = [], {}, []
+            for stmt in function.body():
+                module, pos = self._parse_span(unit, _first_line(stmt), stmt.end_lineno)
+                statements.extend(module.body)
+                positions.update(pos)
+                modules.append(module)
+            scope = Scope(function, statements, positions, modules or [cst.Module(body=[])])
+        else:
+            top = function.top
+            module, positions = self._parse_span(unit, _first_line(top), top.end_lineno)
+            node = _find_def(module, positions, function)
+            body = list(node.body.body) if node is not None and isinstance(node.body, cst.IndentedBlock) else (
+                [node.body] if node is not None else [])
+            scope = Scope(function, body, positions, [module])
+        self._scopes[function] = scope
+        return scope
+
+    # --- questions rules ask --------------------------------------------------------
+
+    def kinds(self, function: Function, expr: cst.CSTNode | ast.AST, scope: Scope | None = None) -> set[str]:
+        """Taint kinds ('val', 'train') an expression carries in a function."""
+        if isinstance(expr, cst.CSTNode):
+            code = (scope or self.scope(function)).code(expr)
+            try:
+                expr = ast.parse(code.strip(), mode="eval")
+            except SyntaxError:
+                try:
+                    expr = ast.parse(code.strip())
+                except SyntaxError:
+                    return set()
+        flow = _Flow(self.index)
+        flow.taint = self.taint
+        return flow.kinds_of(function, expr)
+
+    def live(self, function: Function, line: int | None = None) -> tuple[bool, str]:
+        return self.reach.status(function, line if line is not None else function.lineno)
+
+    def functions_matching(self, pattern: re.Pattern) -> list[Function]:
+        return [f for f in self.index.functions if pattern.search(f.source() if f.qualname != MODULE_SCOPE else _module_text(f))]
+
+
+def _module_text(function: Function) -> str:
+    return "\n".join(ast.get_source_segment(function.unit.text, s) or "" for s in function.body())
+
+
+def _first_line(stmt: ast.stmt) -> int:
+    decorators = getattr(stmt, "decorator_list", None) or []
+    return min([stmt.lineno, *(d.lineno for d in decorators)])
+
+
+def _find_def(module: cst.Module, positions: dict, function: Function) -> cst.FunctionDef | None:
+    target_line = function.lineno
+    first = _first_line(function.node)
+    best = None
+    stack: list[cst.CSTNode] = [module]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.FunctionDef) and node.name.value == function.name:
+            start = positions.get(id(node), (0, 0))[0]
+            if first <= start <= target_line:
+                return node
+            if best is None:
+                best = node
+        stack.extend(node.children)
+    return best
+
+
+# --- building an Analysis -----------------------------------------------------------
+
+
+def analyze_source(source: Source, submission: Submission | None = None, run: RunConfig | None = None,
+                   display: str | None = None) -> Analysis:
+    tree = parse_python(source.text)
+    units = [Unit(source.path, display or str(source.path), source.text, tree, source.packing)]
+    if submission is not None:
+        for helper in submission.helper_modules(source.text):
+            try:
+                text = decode_text(read_bytes_checked(helper), what=helper.name)
+                units.append(Unit(helper, _display_beside(units[0].display, helper), text, parse_python(text)))
+            except SourceError:
+                continue  # a helper we cannot read is reported by its own classify run
+    index = build_index(units)
+    run_config = run if run is not None else (submission.run_config if submission else RunConfig())
+    config = build_config(tree, run_config)
+    for unit in units[1:]:
+        helper_config = build_config(unit.tree, run_config)
+        for name, setting in helper_config.settings.items():
+            config.settings.setdefault(name, setting)
+        for name, setting in helper_config.env_settings.items():
+            config.env_settings.setdefault(name, setting)
+    reach = compute_reach(index, config)
+    taint = compute_flow(index)
+    return Analysis(index=index, config=config, reach=reach, taint=taint, submission=submission)
+
+
+def _display_beside(main_display: str, helper: Path) -> str:
+    parent = Path(main_display).parent
+    return str(parent / helper.name) if str(parent) != "." else helper.name
+
+
+def analyze_text(text: str, run: RunConfig | None = None, path: str = "<snippet>.py") -> Analysis:
+    """Analysis of a snippet of code (rule examples and tests)."""
+    source = Source(path=Path(path), text=text, raw_bytes=text.encode())
+    return analyze_source(source, run=run, display=path)

@@ -1,0 +1,186 @@
+"""The index: every function and class of a submission, and who references whom.
+
+Built from Python's `ast` (fast, exact line numbers) over the main script and the helper
+modules it imports. The libcst trees that rules inspect are parsed per top-level
+statement, lazily, only where a rule's prefilter matches (see analysis/__init__.py).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODULE_SCOPE = "<module>"
+
+
+@dataclass
+class Unit:
+    """One analyzed file: the main script or a helper module it imports."""
+
+    path: Path
+    display: str  # path as shown in findings
+    text: str
+    tree: ast.Module
+    packing: str = ""  # how the text was unpacked, "" when plain
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lines = self.text.splitlines()
+
+    def line_text(self, line: int) -> str:
+        return self.lines[line - 1].strip() if 0 < line <= len(self.lines) else ""
+
+
+@dataclass(eq=False)
+class Function:
+    qualname: str  # "eval_val", "Cache.lookup", "main.<locals>.inner", or "<module>"
+    name: str
+    node: ast.AST  # FunctionDef/AsyncFunctionDef, or the Module for module scope
+    unit: Unit
+    cls: str | None  # enclosing class name, for methods
+    params: list[str]
+    top: ast.stmt | None  # the top-level statement that contains it (None for <module>)
+    parent: "Function | None" = None
+
+    @property
+    def lineno(self) -> int:
+        return getattr(self.node, "lineno", 1)
+
+    @property
+    def end_lineno(self) -> int:
+        return getattr(self.node, "end_lineno", len(self.unit.lines))
+
+    def body(self) -> list[ast.stmt]:
+        return self.node.body if not isinstance(self.node, ast.Module) else [
+            s for s in self.node.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+
+    def source(self) -> str:
+        return "\n".join(self.unit.lines[self.lineno - 1:self.end_lineno])
+
+    def __repr__(self) -> str:
+        return f"Function({self.qualname}@{self.unit.display}:{self.lineno})"
+
+
+def own_nodes(function: Function):
+    """Walk the function's own code, not that of nested functions and classes."""
+    stack = list(reversed(function.body()))
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in reversed(list(ast.iter_child_nodes(node))):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                continue
+            stack.append(child)
+
+
+def call_name(call: ast.Call) -> str:
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return ""
+
+
+def dotted(node: ast.AST) -> str | None:
+    """'a.b.c' for a Name/Attribute chain, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+@dataclass
+class Index:
+    units: list[Unit]
+    functions: list[Function] = field(default_factory=list)
+    by_name: dict[str, list[Function]] = field(default_factory=dict)
+    classes: dict[str, list[ast.ClassDef]] = field(default_factory=dict)
+    class_units: dict[str, Unit] = field(default_factory=dict)
+
+    @property
+    def main(self) -> Unit:
+        return self.units[0]
+
+    def module_scope(self, unit: Unit) -> Function:
+        for function in self.functions:
+            if function.unit is unit and function.qualname == MODULE_SCOPE:
+                return function
+        raise KeyError(unit.display)
+
+    def resolve(self, name: str) -> list[Function]:
+        return self.by_name.get(name, [])
+
+    def function_at(self, unit: Unit, line: int) -> Function | None:
+        """The innermost function of `unit` that contains `line`."""
+        best = None
+        for function in self.functions:
+            if function.unit is unit and function.lineno <= line <= function.end_lineno:
+                if best is None or function.lineno >= best.lineno:
+                    best = function
+        return best
+
+
+def build_index(units: list[Unit]) -> Index:
+    index = Index(units=units)
+    for unit in units:
+        module_fn = Function(MODULE_SCOPE, MODULE_SCOPE, unit.tree, unit, None, [], None)
+        index.functions.append(module_fn)
+        for stmt in unit.tree.body:
+            _index_stmt(index, unit, stmt, stmt, prefix="", cls=None, parent=module_fn)
+    for function in index.functions:
+        if function.qualname != MODULE_SCOPE:
+            index.by_name.setdefault(function.name, []).append(function)
+    return index
+
+
+def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: str, cls: str | None,
+                parent: Function) -> None:
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = stmt.args
+        params = [a.arg for a in (*args.posonlyargs, *args.args)]
+        params += [a.arg for a in args.kwonlyargs]
+        function = Function(prefix + stmt.name, stmt.name, stmt, unit, cls, params, top, parent)
+        index.functions.append(function)
+        for child in ast.walk(stmt):
+            if child is stmt:
+                continue
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                # only direct nested defs; deeper ones are reached through recursion
+                if _direct_child_def(stmt, child):
+                    _index_stmt(index, unit, child, top, f"{prefix}{stmt.name}.<locals>.", None, function)
+        return
+    if isinstance(stmt, ast.ClassDef):
+        index.classes.setdefault(stmt.name, []).append(stmt)
+        index.class_units.setdefault(stmt.name, unit)
+        for child in stmt.body:
+            _index_stmt(index, unit, child, top, f"{prefix}{stmt.name}.", stmt.name, parent)
+        return
+    # defs inside module-level if/try blocks (e.g. optional imports with fallbacks)
+    if isinstance(stmt, (ast.If, ast.Try, ast.With)) and not prefix:
+        for child in ast.iter_child_nodes(stmt):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                _index_stmt(index, unit, child, top, prefix, cls, parent)
+            elif isinstance(child, (ast.If, ast.Try, ast.ExceptHandler, ast.With)):
+                for grandchild in ast.iter_child_nodes(child):
+                    if isinstance(grandchild, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        _index_stmt(index, unit, grandchild, top, prefix, cls, parent)
+
+
+def _direct_child_def(outer: ast.AST, inner: ast.AST) -> bool:
+    """True if `inner` is a def/class nested in `outer` with no def/class in between."""
+    stack = [(c, False) for c in ast.iter_child_nodes(outer)]
+    while stack:
+        node, _ = stack.pop()
+        if node is inner:
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        stack.extend((c, False) for c in ast.iter_child_nodes(node))
+    return False

@@ -1,0 +1,263 @@
+"""Shared by the TTT and SLOT rules: where gradient steps on validation data happen,
+where tokens are scored, and in which order.
+
+For every function with a gradient step (`.backward()`, `autograd.grad`, an optimizer
+step with a closure) on validation-tainted values, or a call to a function that trains
+on its validation arguments, the enclosing loops are compared with the loops of the
+scoring statements (`loss_sum += ...`, `nll.append(...)`, `_accumulate_bpb(...)`):
+
+- score-first: in the loop that holds both, the score comes before the step (legal);
+- train-first: the step comes first, or the scores come after the training loop;
+- epoch-rescore: an epoch/pass loop encloses both, so tokens are rescored after training;
+- no-score: the function only trains (a pre-eval TTT pass over the validation set).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+
+from auditor.analysis import Analysis, Scope
+from auditor.analysis.flow import VAL
+from auditor.analysis.index import Function
+
+ACCUMULATOR = re.compile(r"(?i)(loss|nll|bpb|bits|bytes?|score|tok\w*_count|token_count|n_tok|sum|total|count)")
+SCORE_CALL = re.compile(r"(?i)(accumulat\w*|^_?score\w*|\w*_score$|record_\w*|\w*_bpb$)")
+SCORE_LIST = re.compile(r"(?i)(nll|loss|score|bpb|logp|lp_)")
+EPOCH_VAR = re.compile(r"(?i)^(_?epoch\w*|ep|_?ep_?\w*|pass_?\w*|p_idx|round\w*|it|iter\w*|_pass)$")
+EPOCH_ITER = re.compile(r"(?i)(epoch|passes|n_pass|num_pass)")
+OPTIMIZER = re.compile(r"(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Muon|optim\.\w+)$")
+NO_GRAD = re.compile(r"(no_grad|inference_mode)")
+
+ORDER_RANK = {"score-first": 0, "no-score": 1, "train-first": 2, "epoch-rescore": 3}
+
+
+@dataclass
+class Event:
+    node: cst.CSTNode
+    line: int
+    loops: list[cst.CSTNode]  # enclosing For/While, innermost first
+    no_grad: bool = False
+
+
+@dataclass
+class Adaptation:
+    function: Function
+    scope: Scope
+    updates: list[Event]
+    scores: list[Event]
+    order: str
+    update: Event  # the step the verdict is about
+    score: Event | None
+    delta_names: set[str] = field(default_factory=set)  # SLOT: fresh tensors being optimized
+    via_call: str | None = None  # the update is a call to this training function
+
+    @property
+    def is_slot(self) -> bool:
+        return bool(self.delta_names)
+
+
+def _parents(scope: Scope) -> dict[int, cst.CSTNode]:
+    parents: dict[int, cst.CSTNode] = {}
+    stack = list(scope.statements)
+    while stack:
+        node = stack.pop()
+        for child in node.children:
+            if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                continue
+            parents[id(child)] = node
+            stack.append(child)
+    return parents
+
+
+def _context(node: cst.CSTNode, parents: dict[int, cst.CSTNode]) -> tuple[list[cst.CSTNode], bool]:
+    loops, no_grad = [], False
+    current = parents.get(id(node))
+    while current is not None:
+        if isinstance(current, (cst.For, cst.While)):
+            loops.append(current)
+        elif isinstance(current, cst.With):
+            for item in current.items:
+                name = get_full_name_for_node(item.item.func if isinstance(item.item, cst.Call) else item.item) or ""
+                if NO_GRAD.search(name):
+                    no_grad = True
+        current = parents.get(id(current))
+    return loops, no_grad
+
+
+def _name(node: cst.CSTNode | None) -> str:
+    if node is None:
+        return ""
+    return get_full_name_for_node(node) or ""
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _score_event(node: cst.CSTNode) -> bool:
+    if isinstance(node, cst.AugAssign) and isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
+        target = node.target.value if isinstance(node.target, cst.Subscript) else node.target
+        return bool(ACCUMULATOR.search(_leaf(_name(target))))
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        method = node.func.attr.value
+        owner = _leaf(_name(node.func.value))
+        if method in ("add_", "index_add_", "scatter_add_") and ACCUMULATOR.search(owner):
+            return True
+        if method in ("append", "extend") and SCORE_LIST.search(owner):
+            return True
+    if isinstance(node, cst.Call):
+        return bool(SCORE_CALL.search(_leaf(_name(node.func))))
+    if isinstance(node, cst.Assign):
+        for target in node.targets:
+            if isinstance(target.target, cst.Subscript) and SCORE_LIST.search(_leaf(_name(target.target.value))):
+                return True
+    return False
+
+
+def _delta_names(scope: Scope) -> set[str]:
+    """Tensors created here with requires_grad and handed to an optimizer built here (SLOT)."""
+    created: set[str] = set()
+    optimized: set[str] = set()
+    for node in scope.walk():
+        if isinstance(node, cst.Assign) and len(node.targets) == 1:
+            target = _name(node.targets[0].target)
+            value = node.value
+            code = scope.code(value)
+            if not target:
+                continue
+            if re.search(r"requires_grad\s*=\s*True|\.requires_grad_\(\)|nn\.Parameter\(\s*torch\.(zeros|full|empty|randn)", code):
+                created.add(target)
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "requires_grad_":
+            created.add(_name(node.func.value))
+        if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func)) and node.args:
+            code = scope.code(node.args[0].value)
+            optimized.update(re.findall(r"[A-Za-z_][\w.]*", code))
+    return {name for name in created if name in optimized}
+
+
+def _update_events(analysis: Analysis, scope: Scope, parents, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
+    function = scope.function
+    nested = {f.name for f in analysis.index.functions if f.parent is function}
+    events, via = [], None
+    for node in scope.walk():
+        if not isinstance(node, cst.Call):
+            continue
+        func = node.func
+        receiver = None
+        if isinstance(func, cst.Attribute) and func.attr.value == "backward":
+            receiver = func.value
+        elif _name(func) in ("torch.autograd.grad", "autograd.grad") and node.args:
+            receiver = node.args[0].value
+        elif isinstance(func, cst.Attribute) and func.attr.value == "step" and node.args and _name(node.args[0].value) in nested:
+            # optimizer.step(closure), L-BFGS style: the backward is inside the closure
+            if _function_is_val(analysis, function):
+                loops, no_grad = _context(node, parents)
+                events.append(Event(node, scope.lines(node)[0], loops, no_grad))
+            continue
+        elif _leaf(_name(func)) in trainers and node.args:
+            if any(VAL in analysis.kinds(function, arg.value, scope) for arg in node.args):
+                loops, no_grad = _context(node, parents)
+                events.append(Event(node, scope.lines(node)[0], loops, no_grad))
+                via = _leaf(_name(func))
+            continue
+        if receiver is not None and VAL in analysis.kinds(function, receiver, scope):
+            loops, no_grad = _context(node, parents)
+            events.append(Event(node, scope.lines(node)[0], loops, no_grad))
+    return events, via
+
+
+def _function_is_val(analysis: Analysis, function: Function) -> bool:
+    return bool(analysis.taint.of(function, VAL))
+
+
+def _classify(updates: list[Event], scores: list[Event]) -> tuple[str, Event, Event | None]:
+    worst: tuple[str, Event, Event | None] | None = None
+    for update in updates:
+        order, score = _order_for(update, scores)
+        if worst is None or ORDER_RANK[order] > ORDER_RANK[worst[0]]:
+            worst = (order, update, score)
+    assert worst is not None
+    return worst
+
+
+def _order_for(update: Event, scores: list[Event]) -> tuple[str, Event | None]:
+    for loop in update.loops:
+        inside = [s for s in scores if any(l is loop for l in s.loops)]
+        if not inside:
+            continue
+        first = min(inside, key=lambda s: s.line)
+        outer = update.loops[update.loops.index(loop):]
+        for enclosing in outer:
+            if _is_epoch_loop(enclosing) and any(any(l is enclosing for l in s.loops) for s in inside):
+                return "epoch-rescore", first
+        if first.line < update.line:
+            return "score-first", first
+        return "train-first", first
+    later = [s for s in scores if s.line > update.line]
+    if later:
+        return "train-first", min(later, key=lambda s: s.line)
+    if scores:
+        return "score-first", max(scores, key=lambda s: s.line)
+    return "no-score", None
+
+
+def _is_epoch_loop(loop: cst.CSTNode) -> bool:
+    if not isinstance(loop, cst.For):
+        return False
+    target = _name(loop.target) if not isinstance(loop.target, cst.Tuple) else ""
+    if target and EPOCH_VAR.match(_leaf(target)):
+        return True
+    iter_names = re.findall(r"[A-Za-z_]\w*", cst.Module(body=[]).code_for_node(loop.iter))
+    return any(EPOCH_ITER.search(n) for n in iter_names)
+
+
+def adaptations(analysis: Analysis) -> list[Adaptation]:
+    """Every function that takes gradient steps on validation data, classified. Cached."""
+    cached = getattr(analysis, "_adaptations", None)
+    if cached is not None:
+        return cached
+    prefilter = re.compile(r"\.backward\(|autograd\.grad|\.step\(")
+    candidates = [f for f in analysis.functions_matching(prefilter)]
+    results: dict[Function, Adaptation] = {}
+    trainers: dict[str, Function] = {}
+    # Two rounds: first direct steps, then calls to functions that only train.
+    for _ in range(2):
+        for function in list(candidates) + [f for f in analysis.index.functions if f not in candidates and trainers]:
+            scope = analysis.scope(function) if function in candidates or _calls_any(function, trainers) else None
+            if scope is None:
+                continue
+            parents = _parents(scope)
+            updates, via = _update_events(analysis, scope, parents, trainers)
+            if not updates:
+                continue
+            scores = []
+            for node in scope.walk():
+                if _score_event(node):
+                    loops, no_grad = _context(node, parents)
+                    scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
+            order, update, score = _classify(updates, scores)
+            results[function] = Adaptation(function, scope, updates, scores, order, update, score,
+                                           _delta_names(scope), via)
+        new_trainers = {f.name: f for f, a in results.items() if a.order == "no-score" and not a.is_slot}
+        if new_trainers.keys() <= trainers.keys():
+            break
+        trainers.update(new_trainers)
+    # A training-only helper called from a score-first loop is part of that loop.
+    for name, trainer in trainers.items():
+        callers = [a for a in results.values() if a.via_call == name]
+        if callers and all(a.order == "score-first" for a in callers) and trainer in results:
+            results[trainer].order = "score-first"
+            results[trainer].score = callers[0].score
+    analysis._adaptations = list(results.values())  # type: ignore[attr-defined]
+    return analysis._adaptations  # type: ignore[attr-defined]
+
+
+def _calls_any(function: Function, trainers: dict[str, Function]) -> bool:
+    if not trainers:
+        return False
+    text = function.source()
+    return any(f"{name}(" in text for name in trainers)
