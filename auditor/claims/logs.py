@@ -136,7 +136,15 @@ class LogRun:
     def eval_time_for(self, metric: Metric | None) -> float | None:
         if self.total_eval_time_s is not None:
             return self.total_eval_time_s
-        return metric.eval_time_s if metric is not None else None
+        if metric is None:
+            return None
+        if metric.eval_time_s is None:
+            # `name_exact` lines repeat `name` with more digits; the time is on the short line.
+            base = re.sub(r"_exact\b", "", metric.name)
+            for other in self.metrics:
+                if re.sub(r"_exact\b", "", other.name) == base and other.eval_time_s is not None:
+                    return other.eval_time_s
+        return metric.eval_time_s
 
     def to_json(self) -> dict:
         return {
