@@ -1,0 +1,189 @@
+"""Run `auditor claims` over the record folders of every PR head of a parameter-golf mirror.
+
+    python bench/claims_corpus.py /work/.mirror/openai+parameter-golf/repo [--limit N] [--main]
+
+A PR's record folders are those it adds or changes relative to main (three-dot diff under
+records/). Folders are copied file by file from git into a temporary directory (the mirror
+lacks large blobs: those are skipped), checked, and deleted; nothing is written into the
+repository. Prints how many folders parse and how many have each finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from auditor.claims.checks import check_claims
+
+SKIP_SUFFIXES = (".pt", ".ptz", ".bin", ".npz", ".npy", ".safetensors", ".zst", ".xz", ".br", ".gz", ".zip",
+                 ".png", ".jpg", ".jpeg", ".pdf", ".model", ".vocab", ".pkl", ".lzma", ".tar")
+MAX_BLOB_BYTES = 20_000_000
+RECORD_ROOTS = ("records/track_10min_16mb/", "records/track_non_record_16mb/")
+
+
+class Git:
+    def __init__(self, repo: Path):
+        self.repo = repo
+        # One long-lived cat-file process: a subprocess per blob would dominate the run time.
+        self.batch = subprocess.Popen(["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE)
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True)
+        return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else ""
+
+    def blob(self, sha: str) -> bytes | None:
+        self.batch.stdin.write(sha.encode() + b"\n")
+        self.batch.stdin.flush()
+        header = self.batch.stdout.readline().split()
+        if len(header) < 3 or header[1] == b"missing":
+            return None
+        size = int(header[2])
+        data = self.batch.stdout.read(size)
+        self.batch.stdout.read(1)  # the newline after each object
+        return data
+
+    def close(self) -> None:
+        self.batch.stdin.close()
+        self.batch.wait()
+
+
+def record_folder(path: str) -> str | None:
+    for root in RECORD_ROOTS:
+        if path.startswith(root):
+            rest = path[len(root):]
+            if "/" in rest:
+                return root + rest.split("/", 1)[0]
+    return None
+
+
+def pr_refs(git: Git) -> list[tuple[int, str]]:
+    refs = []
+    for line in git.run("for-each-ref", "--format=%(refname)", "refs/pull/").splitlines():
+        parts = line.split("/")
+        if len(parts) == 4 and parts[3] == "head" and parts[2].isdigit():
+            refs.append((int(parts[2]), line))
+    return sorted(refs)
+
+
+def changed_folders(git: Git, ref: str) -> list[str]:
+    names = git.run("diff", "--name-only", "--no-renames", f"main...{ref}", "--", "records/").splitlines()
+    return sorted({f for f in (record_folder(n) for n in names) if f})
+
+
+def extract(git: Git, ref: str, folder: str, dest: Path) -> int:
+    """Copy a folder of `ref` into dest; returns the number of files written."""
+    written = 0
+    listing = git.run("ls-tree", "-r", "-l", "-z", ref, "--", folder + "/")
+    for entry in listing.split("\0"):
+        if not entry or "\t" not in entry:
+            continue
+        meta, path = entry.split("\t", 1)
+        mode, kind, sha, size = meta.split()
+        if kind != "blob" or mode == "120000" or path.lower().endswith(SKIP_SUFFIXES):
+            continue
+        if size != "-" and int(size) > MAX_BLOB_BYTES:
+            continue
+        relative = Path(path).relative_to(folder)
+        if ".." in relative.parts or len(relative.parts) > 4:
+            continue
+        data = git.blob(sha)
+        if data is None:
+            continue
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written += 1
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mirror", type=Path, help="bare git mirror of openai/parameter-golf")
+    parser.add_argument("--limit", type=int, default=None, help="check at most N PRs")
+    parser.add_argument("--main", action="store_true", help="check the records merged into main instead")
+    parser.add_argument("--time-budget", type=float, default=300.0, help="stop after this many seconds")
+    parser.add_argument("--list-violations", action="store_true", help="print every violation")
+    args = parser.parse_args(argv)
+    if not (args.mirror / "HEAD").exists() and not (args.mirror / ".git").exists():
+        print(f"{args.mirror} is not a git repository", file=sys.stderr)
+        return 2
+
+    git = Git(args.mirror)
+    started = time.monotonic()
+    if args.main:
+        names = git.run("ls-tree", "-d", "--name-only", "main", "--", *RECORD_ROOTS).splitlines()
+        work = [("main", "main", [n for n in names if record_folder(n + "/x")])]
+    else:
+        refs = pr_refs(git)[: args.limit] if args.limit else pr_refs(git)
+        work = [(str(number), ref, None) for number, ref in refs]
+
+    counts: collections.Counter = collections.Counter()
+    by_check: collections.Counter = collections.Counter()
+    crashes: list[str] = []
+    violations: list[str] = []
+    prs_seen = prs_with_records = 0
+    stopped_early = False
+    with tempfile.TemporaryDirectory(prefix="claims_corpus_") as tmp:
+        for label, ref, folders in work:
+            if time.monotonic() - started > args.time_budget:
+                stopped_early = True
+                break
+            prs_seen += 1
+            folders = folders if folders is not None else changed_folders(git, ref)
+            if folders:
+                prs_with_records += 1
+            for index, folder in enumerate(folders):
+                dest = Path(tmp) / f"{label}_{index}" / Path(folder).name
+                try:
+                    extract(git, ref, folder, dest)
+                    result = check_claims(dest, track="record" if "track_10min" in folder else "non-record")
+                except Exception:  # a crash is the bug this bench exists to find
+                    crashes.append(f"{label} {folder}: {traceback.format_exc(limit=3)}")
+                    counts["crashed"] += 1
+                    continue
+                counts["folders"] += 1
+                if result.error:
+                    counts["could not be read at all"] += 1
+                    continue
+                counts["parsed"] += 1
+                if any(s.score is not None for s in result.seeds):
+                    counts["with a logged score"] += 1
+                severities = {f.severity for f in result.findings}
+                for severity in ("violation", "warning"):
+                    if severity in severities:
+                        counts[f"with a {severity}"] += 1
+                for check, severity in {(f.check, f.severity) for f in result.findings}:
+                    by_check[(check, severity)] += 1
+                for finding in result.violations:
+                    violations.append(f"{label} {folder}: {finding.check}: {finding.message}")
+                subprocess.run(["rm", "-rf", str(dest.parent)], check=False)
+    git.close()
+
+    elapsed = time.monotonic() - started
+    scope = "main" if args.main else "PR heads"
+    print(f"claims corpus over {scope}: {prs_seen} refs, {prs_with_records} with record folders, {elapsed:.0f} s"
+          + (" (stopped at the time budget)" if stopped_early else ""))
+    for key in ("folders", "parsed", "could not be read at all", "crashed", "with a logged score",
+                "with a violation", "with a warning"):
+        print(f"  {key:28} {counts[key]}")
+    print("  folders with each finding (check, severity):")
+    for (check, severity), number in sorted(by_check.items(), key=lambda item: (-item[1], item[0])):
+        print(f"    {check:26} {severity:9} {number}")
+    if args.list_violations:
+        print("violations:")
+        for line in violations:
+            print("  " + line)
+    for crash in crashes[:10]:
+        print("CRASH " + crash, file=sys.stderr)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
