@@ -35,6 +35,7 @@ class Source:
     packing: str = ""
     # Line of the exec() call in the file on disk, when packed.
     exec_line: int = 0
+    tree: ast.Module | None = None  # the parsed (decoded) text
 
     @property
     def packed(self) -> bool:
@@ -71,9 +72,32 @@ def parse_python(text: str, what: str = "file") -> ast.Module:
     try:
         return ast.parse(text)
     except SyntaxError as exc:
-        raise SourceError(f"{what} is not valid Python: {exc.msg} at line {exc.lineno}") from None
+        tree = _parse_newer_fstrings(text)
+        if tree is None:
+            raise SourceError(f"{what} is not valid Python: {exc.msg} at line {exc.lineno}") from None
+        return tree
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SourceError(f"{what} cannot be parsed as Python: {type(exc).__name__}") from None
+
+
+def _parse_newer_fstrings(text: str) -> ast.Module | None:
+    """Python 3.12 f-strings (quotes reused inside braces) break 3.11's ast; libcst reads them.
+
+    Each f-string is replaced by a plain string with the same number of newlines, so the
+    ast keeps every line number; f-string contents (log messages) carry nothing we analyze.
+    """
+    import libcst as cst
+
+    class _Blank(cst.CSTTransformer):
+        def leave_FormattedString(self, original, updated):
+            newlines = cst.Module(body=[]).code_for_node(original).count("\n")
+            return cst.SimpleString('"""' + "\n" * newlines + '"""' if newlines else '""')
+
+    try:
+        module = cst.parse_module(text)
+        return ast.parse(module.visit(_Blank()).code)
+    except Exception:
+        return None
 
 
 def read_source(path: Path) -> Source:
@@ -96,6 +120,7 @@ def read_source(path: Path) -> Source:
     if layers:
         source.text = text
         source.packing = " > ".join(layers)
+    source.tree = tree
     return source
 
 
@@ -290,6 +315,9 @@ def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | 
 
     Only module-level exec() calls count: a packer stub is a few lines that exec one blob.
     """
+    if not any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "exec"
+               for s in tree.body):
+        return None
     names: dict[str, ast.expr] = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):

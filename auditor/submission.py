@@ -63,13 +63,9 @@ class Submission:
         except json.JSONDecodeError as exc:
             raise SourceError(f"submission.json is not valid JSON: {exc.msg} at line {exc.lineno}") from None
 
-    def helper_modules(self, script_text: str) -> list[Path]:
-        """Python files of the submission's folder that the script imports."""
+    def helper_modules(self, tree: ast.Module) -> list[Path]:
+        """Python files of the submission's folder that the (parsed) script imports."""
         if self.script is None:
-            return []
-        try:
-            tree = ast.parse(script_text)
-        except (SyntaxError, ValueError, RecursionError):
             return []
         names: set[str] = set()
         for node in ast.walk(tree):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import subprocess
 import sys
 import tempfile
@@ -88,8 +89,8 @@ def extract(git: Git, ref: str, folder: str, dest: Path) -> int:
         mode, kind, sha, size = meta.split()
         if kind != "blob" or mode == "120000" or path.lower().endswith(SKIP_SUFFIXES):
             continue
-        if size != "-" and int(size) > MAX_BLOB_BYTES:
-            continue
+        if not size.isdigit() or int(size) > MAX_BLOB_BYTES:
+            continue  # "-" or "BAD": the mirror lacks this blob
         relative = Path(path).relative_to(folder)
         if ".." in relative.parts or len(relative.parts) > 4:
             continue
@@ -103,73 +104,92 @@ def extract(git: Git, ref: str, folder: str, dest: Path) -> int:
     return written
 
 
+_WORKER_GIT: Git | None = None
+
+
+def _init_worker(repo: Path) -> None:
+    global _WORKER_GIT
+    _WORKER_GIT = Git(repo)
+
+
+def check_ref(job: tuple[str, str, list[str] | None]) -> list[dict]:
+    """Check the record folders of one ref; a summary per folder (picklable, small)."""
+    label, ref, folders = job
+    git = _WORKER_GIT
+    folders = folders if folders is not None else changed_folders(git, ref)
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="claims_corpus_") as tmp:
+        for index, folder in enumerate(folders):
+            dest = Path(tmp) / str(index) / Path(folder).name
+            summary = {"label": label, "folder": folder}
+            try:
+                extract(git, ref, folder, dest)
+                result = check_claims(dest, track="record" if "track_10min" in folder else "non-record")
+            except Exception:  # a crash is the bug this bench exists to find
+                summary["crash"] = traceback.format_exc(limit=3)
+                summaries.append(summary)
+                continue
+            summary["error"] = result.error
+            summary["scored"] = any(s.score is not None for s in result.seeds)
+            summary["findings"] = sorted({(f.check, f.severity) for f in result.findings})
+            summary["violations"] = [f"{f.check}: {f.message}" for f in result.violations]
+            summaries.append(summary)
+    return summaries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mirror", type=Path, help="bare git mirror of openai/parameter-golf")
     parser.add_argument("--limit", type=int, default=None, help="check at most N PRs")
     parser.add_argument("--main", action="store_true", help="check the records merged into main instead")
-    parser.add_argument("--time-budget", type=float, default=300.0, help="stop after this many seconds")
+    parser.add_argument("--time-budget", type=float, default=240.0, help="stop after this many seconds")
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--list-violations", action="store_true", help="print every violation")
     args = parser.parse_args(argv)
     if not (args.mirror / "HEAD").exists() and not (args.mirror / ".git").exists():
         print(f"{args.mirror} is not a git repository", file=sys.stderr)
         return 2
 
-    git = Git(args.mirror)
     started = time.monotonic()
+    lister = Git(args.mirror)
     if args.main:
-        names = git.run("ls-tree", "-d", "--name-only", "main", "--", *RECORD_ROOTS).splitlines()
-        work = [("main", "main", [n for n in names if record_folder(n + "/x")])]
+        names = lister.run("ls-tree", "-d", "--name-only", "main", "--", *RECORD_ROOTS).splitlines()
+        jobs = [("main", "main", [n for n in names if record_folder(n + "/x")])]
     else:
-        refs = pr_refs(git)[: args.limit] if args.limit else pr_refs(git)
-        work = [(str(number), ref, None) for number, ref in refs]
+        refs = pr_refs(lister)[: args.limit] if args.limit else pr_refs(lister)
+        jobs = [(f"#{number}", ref, None) for number, ref in refs]
+    lister.close()
 
     counts: collections.Counter = collections.Counter()
     by_check: collections.Counter = collections.Counter()
     crashes: list[str] = []
     violations: list[str] = []
-    prs_seen = prs_with_records = 0
+    refs_done = refs_with_records = 0
     stopped_early = False
-    with tempfile.TemporaryDirectory(prefix="claims_corpus_") as tmp:
-        for label, ref, folders in work:
+    with concurrent.futures.ProcessPoolExecutor(args.workers, initializer=_init_worker,
+                                                initargs=(args.mirror,)) as pool:
+        pending = {pool.submit(check_ref, job) for job in jobs[: args.workers * 4]}
+        queue = iter(jobs[args.workers * 4:])
+        while pending:
+            done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                summaries = future.result()
+                refs_done += 1
+                refs_with_records += bool(summaries)
+                for summary in summaries:
+                    _tally(summary, counts, by_check, crashes, violations)
             if time.monotonic() - started > args.time_budget:
                 stopped_early = True
-                break
-            prs_seen += 1
-            folders = folders if folders is not None else changed_folders(git, ref)
-            if folders:
-                prs_with_records += 1
-            for index, folder in enumerate(folders):
-                dest = Path(tmp) / f"{label}_{index}" / Path(folder).name
-                try:
-                    extract(git, ref, folder, dest)
-                    result = check_claims(dest, track="record" if "track_10min" in folder else "non-record")
-                except Exception:  # a crash is the bug this bench exists to find
-                    crashes.append(f"{label} {folder}: {traceback.format_exc(limit=3)}")
-                    counts["crashed"] += 1
-                    continue
-                counts["folders"] += 1
-                if result.error:
-                    counts["could not be read at all"] += 1
-                    continue
-                counts["parsed"] += 1
-                if any(s.score is not None for s in result.seeds):
-                    counts["with a logged score"] += 1
-                severities = {f.severity for f in result.findings}
-                for severity in ("violation", "warning"):
-                    if severity in severities:
-                        counts[f"with a {severity}"] += 1
-                for check, severity in {(f.check, f.severity) for f in result.findings}:
-                    by_check[(check, severity)] += 1
-                for finding in result.violations:
-                    violations.append(f"{label} {folder}: {finding.check}: {finding.message}")
-                subprocess.run(["rm", "-rf", str(dest.parent)], check=False)
-    git.close()
+                continue  # let the running ones finish, submit no more
+            for job in queue:
+                pending.add(pool.submit(check_ref, job))
+                if len(pending) >= args.workers * 4:
+                    break
 
     elapsed = time.monotonic() - started
     scope = "main" if args.main else "PR heads"
-    print(f"claims corpus over {scope}: {prs_seen} refs, {prs_with_records} with record folders, {elapsed:.0f} s"
-          + (" (stopped at the time budget)" if stopped_early else ""))
+    print(f"claims corpus over {scope}: {refs_done} of {len(jobs)} refs, {refs_with_records} with record folders, "
+          f"{elapsed:.0f} s" + (" (stopped at the time budget)" if stopped_early else ""))
     for key in ("folders", "parsed", "could not be read at all", "crashed", "with a logged score",
                 "with a violation", "with a warning"):
         print(f"  {key:28} {counts[key]}")
@@ -183,6 +203,26 @@ def main(argv: list[str] | None = None) -> int:
     for crash in crashes[:10]:
         print("CRASH " + crash, file=sys.stderr)
     return 1 if crashes else 0
+
+
+def _tally(summary: dict, counts, by_check, crashes: list[str], violations: list[str]) -> None:
+    where = f"{summary['label']} {summary['folder']}"
+    counts["folders"] += 1
+    if "crash" in summary:
+        counts["crashed"] += 1
+        crashes.append(f"{where}: {summary['crash']}")
+        return
+    if summary["error"]:
+        counts["could not be read at all"] += 1
+        return
+    counts["parsed"] += 1
+    counts["with a logged score"] += summary["scored"]
+    severities = {severity for _, severity in summary["findings"]}
+    for severity in ("violation", "warning"):
+        counts[f"with a {severity}"] += severity in severities
+    for key in summary["findings"]:
+        by_check[key] += 1
+    violations.extend(f"{where}: {v}" for v in summary["violations"])
 
 
 if __name__ == "__main__":

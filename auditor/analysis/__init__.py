@@ -33,6 +33,8 @@ class Scope:
     statements: list[cst.CSTNode]
     positions: dict[int, tuple[int, int]]  # id(node) -> (start line, end line), absolute
     modules: list[cst.Module]
+    _nodes: list[cst.CSTNode] | None = None
+    _parents: dict[int, cst.CSTNode] | None = None
 
     def lines(self, node: cst.CSTNode) -> tuple[int, int]:
         return self.positions.get(id(node), (self.function.lineno, self.function.lineno))
@@ -40,16 +42,31 @@ class Scope:
     def code(self, node: cst.CSTNode) -> str:
         return self.modules[0].code_for_node(node)
 
-    def walk(self):
-        """Every libcst node of the function's own code (nested defs excluded)."""
-        stack = list(reversed(self.statements))
+    def walk(self) -> list[cst.CSTNode]:
+        """Every libcst node of the function's own code (nested defs excluded), in order."""
+        if self._nodes is None:
+            self._walk_once()
+        return self._nodes
+
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        if self._parents is None:
+            self._walk_once()
+        return self._parents.get(id(node))
+
+    def _walk_once(self) -> None:
+        # libcst computes `children` on every access: walk once and keep nodes and parents.
+        nodes, parents = [], {}
+        stack = [(node, None) for node in reversed(self.statements)]
         while stack:
-            node = stack.pop()
-            yield node
+            node, parent = stack.pop()
+            nodes.append(node)
+            if parent is not None:
+                parents[id(node)] = parent
             for child in reversed(node.children):
                 if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
                     continue
-                stack.append(child)
+                stack.append((child, node))
+        self._nodes, self._parents = nodes, parents
 
 
 @dataclass
@@ -61,6 +78,7 @@ class Analysis:
     submission: Submission | None = None
     _cst_cache: dict[int, tuple[cst.Module, dict[int, tuple[int, int]]]] = field(default_factory=dict)
     _scopes: dict[Function, Scope] = field(default_factory=dict)
+    _texts: dict[Function, str] = field(default_factory=dict)
 
     @property
     def main(self) -> Unit:
@@ -123,11 +141,17 @@ class Analysis:
         return self.reach.status(function, line if line is not None else function.lineno)
 
     def functions_matching(self, pattern: re.Pattern) -> list[Function]:
-        return [f for f in self.index.functions if pattern.search(f.source() if f.qualname != MODULE_SCOPE else _module_text(f))]
+        return [f for f in self.index.functions if pattern.search(self.text_of(f))]
+
+    def text_of(self, function: Function) -> str:
+        if function not in self._texts:
+            self._texts[function] = function.source() if function.qualname != MODULE_SCOPE else _module_text(function)
+        return self._texts[function]
 
 
 def _module_text(function: Function) -> str:
-    return "\n".join(ast.get_source_segment(function.unit.text, s) or "" for s in function.body())
+    lines = function.unit.lines
+    return "\n".join("\n".join(lines[s.lineno - 1:s.end_lineno]) for s in function.body())
 
 
 def _first_line(stmt: ast.stmt) -> int:
@@ -157,10 +181,10 @@ def _find_def(module: cst.Module, positions: dict, function: Function) -> cst.Fu
 
 def analyze_source(source: Source, submission: Submission | None = None, run: RunConfig | None = None,
                    display: str | None = None) -> Analysis:
-    tree = parse_python(source.text)
+    tree = source.tree if source.tree is not None else parse_python(source.text)
     units = [Unit(source.path, display or str(source.path), source.text, tree, source.packing)]
     if submission is not None:
-        for helper in submission.helper_modules(source.text):
+        for helper in submission.helper_modules(tree):
             try:
                 text = decode_text(read_bytes_checked(helper), what=helper.name)
                 units.append(Unit(helper, _display_beside(units[0].display, helper), text, parse_python(text)))

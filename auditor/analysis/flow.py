@@ -14,7 +14,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from auditor.analysis.index import Function, Index, call_name, dotted, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, call_name, dotted, own_nodes
 
 VAL = "val"
 TRAIN = "train"
@@ -37,22 +37,30 @@ _OPAQUE_CALLS = {"len", "numel", "size", "isinstance", "print", "log0", "range",
 @dataclass
 class Taint:
     names: dict[Function, dict[str, set[str]]] = field(default_factory=dict)  # fn -> kind -> names
-    returns: dict[str, set[str]] = field(default_factory=dict)  # function name -> kinds returned
+    # What a function's return value carries from its own sources, whatever its arguments:
+    # a shard reader called once with a val file and once with a train file returns neither.
+    returns: dict[str, set[str]] = field(default_factory=dict)  # function name -> kinds
 
     def of(self, function: Function, kind: str) -> set[str]:
         return self.names.get(function, {}).get(kind, set())
+
+
+_SOURCE_HINT = re.compile(r"val|train|fineweb|load_|Loader|TokenStream")
 
 
 class _Flow:
     def __init__(self, index: Index):
         self.index = index
         self.taint = Taint()
-        self.changed = True
+        # Taint from the function's own sources only (no parameter bindings): for returns.
+        self.intrinsic: dict[Function, dict[str, set[str]]] = {}
+        self.changed = False
+        self.dirty: set[Function] = set()
 
-    def kinds_of(self, function: Function, expr: ast.AST) -> set[str]:
+    def kinds_of(self, function: Function, expr: ast.AST, intrinsic: bool = False) -> set[str]:
         """The taint kinds an expression carries inside `function`."""
         kinds: set[str] = set()
-        tainted = self.taint.names.get(function, {})
+        tainted = (self.intrinsic if intrinsic else self.taint.names).get(function, {})
         for node in _walk_expr(expr):
             if isinstance(node, (ast.Name, ast.Attribute)):
                 name = dotted(node)
@@ -83,71 +91,77 @@ class _Flow:
                 kinds |= self.taint.returns.get(name, set())
         return kinds
 
-    def add(self, function: Function, kind: str, name: str) -> None:
-        names = self.taint.names.setdefault(function, {}).setdefault(kind, set())
+    def add(self, function: Function, kind: str, name: str, intrinsic: bool = False) -> None:
+        table = self.intrinsic if intrinsic else self.taint.names
+        names = table.setdefault(function, {}).setdefault(kind, set())
         if name not in names:
             names.add(name)
             self.changed = True
+            self.dirty.add(function)
 
     def run(self) -> Taint:
+        nodes = {}
+        for function in self.index.functions:
+            # Functions with no source of taint wait until a caller hands them some.
+            text = "\n".join(function.unit.lines[function.lineno - 1:function.end_lineno]) if function.qualname != MODULE_SCOPE else function.unit.text
+            if _SOURCE_HINT.search(text):
+                self.dirty.add(function)
+            nodes[function] = [n for n in own_nodes(function) if isinstance(n, _FLOW_NODES)]
         rounds = 0
-        while self.changed and rounds < 8:
-            self.changed = False
+        while self.dirty and rounds < 12:
             rounds += 1
-            for function in self.index.functions:
-                self._function(function)
+            work, self.dirty = self.dirty, set()
+            returns_before = {k: set(v) for k, v in self.taint.returns.items()}
+            for function in work:
+                for _ in range(4):  # intra-function fixpoint: flow backwards through loops
+                    self.changed = False
+                    for node in nodes[function]:
+                        self._node(function, node)
+                    if not self.changed:
+                        break
+            if self.taint.returns != returns_before:
+                # a callee now returns tainted data: its callers must look again
+                grown = {k for k, v in self.taint.returns.items() if v != returns_before.get(k)}
+                for function, function_nodes in nodes.items():
+                    if any(isinstance(n, ast.Call) and call_name(n) in grown for n in function_nodes):
+                        self.dirty.add(function)
         return self.taint
 
-    def _function(self, function: Function) -> None:
-        for _ in range(4):  # intra-function fixpoint; flow across loops needs a few passes
-            before = self.changed
-            self.changed = False
-            for node in own_nodes(function):
-                self._node(function, node)
-            moved = self.changed
-            self.changed = before or moved
-            if not moved:
-                break
-
-    def _bind_targets(self, function: Function, target: ast.AST, kinds: set[str]) -> None:
+    def _bind_targets(self, function: Function, target: ast.AST, kinds: set[str], intrinsic: bool = False) -> None:
         for kind in kinds:
             for sub in ast.walk(target):
                 if isinstance(sub, (ast.Name, ast.Attribute)):
                     name = dotted(sub)
                     if name:
-                        self.add(function, kind, name)
+                        self.add(function, kind, name, intrinsic)
                     if isinstance(sub, ast.Attribute):
                         break
                 elif isinstance(sub, ast.Subscript):
                     name = dotted(sub.value)
                     if name:
-                        self.add(function, kind, name)
+                        self.add(function, kind, name, intrinsic)
                     break
+
+    def _assign(self, function: Function, value: ast.AST, target: ast.AST) -> None:
+        kinds = self.kinds_of(function, value)
+        if kinds:
+            self._bind_targets(function, target, kinds)
+            own = self.kinds_of(function, value, intrinsic=True)
+            if own:
+                self._bind_targets(function, target, own, intrinsic=True)
 
     def _node(self, function: Function, node: ast.AST) -> None:
         if isinstance(node, ast.Assign):
-            kinds = self.kinds_of(function, node.value)
-            if kinds:
-                for target in node.targets:
-                    self._bind_targets(function, target, kinds)
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and node.value is not None:
-            kinds = self.kinds_of(function, node.value)
-            if kinds:
-                self._bind_targets(function, node.target, kinds)
-        elif isinstance(node, ast.NamedExpr):
-            kinds = self.kinds_of(function, node.value)
-            if kinds:
-                self._bind_targets(function, node.target, kinds)
+            for target in node.targets:
+                self._assign(function, node.value, target)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            self._assign(function, node.value, node.target)
         elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-            kinds = self.kinds_of(function, node.iter)
-            if kinds:
-                self._bind_targets(function, node.target, kinds)
+            self._assign(function, node.iter, node.target)
         elif isinstance(node, ast.withitem) and node.optional_vars is not None:
-            kinds = self.kinds_of(function, node.context_expr)
-            if kinds:
-                self._bind_targets(function, node.optional_vars, kinds)
+            self._assign(function, node.context_expr, node.optional_vars)
         elif isinstance(node, ast.Return) and node.value is not None:
-            kinds = self.kinds_of(function, node.value)
+            kinds = self.kinds_of(function, node.value, intrinsic=True)
             if kinds:
                 returned = self.taint.returns.setdefault(function.name, set())
                 if not kinds <= returned:
@@ -158,12 +172,11 @@ class _Flow:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             # obj.method(tainted) taints obj: cache.update(val_tokens), buf.extend(...)
             call = node.value
-            if isinstance(call.func, ast.Attribute) and call.func.attr in ("append", "extend", "update", "add", "put", "insert", "copy_"):
-                kinds = set().union(*(self.kinds_of(function, a) for a in call.args)) if call.args else set()
+            if isinstance(call.func, ast.Attribute) and call.func.attr in _MUTATORS and call.args:
                 owner = dotted(call.func.value)
-                if kinds and owner:
-                    for kind in kinds:
-                        self.add(function, kind, owner)
+                if owner:
+                    for arg in call.args:
+                        self._assign(function, arg, call.func.value)
 
     def _call(self, function: Function, call: ast.Call) -> None:
         name = call_name(call)
@@ -176,12 +189,9 @@ class _Flow:
         kw_kinds = {kw.arg: self.kinds_of(function, kw.value) for kw in call.keywords if kw.arg}
         if not any(arg_kinds) and not any(kw_kinds.values()):
             return
-        via_attribute = isinstance(call.func, ast.Attribute)
         for callee in callees:
             params = list(callee.params)
-            if callee.cls is not None and params and params[0] in ("self", "cls") and via_attribute:
-                params = params[1:]
-            elif callee.cls is not None and params and params[0] == "self":
+            if callee.cls is not None and params and params[0] in ("self", "cls"):
                 params = params[1:]
             for position, kinds in enumerate(arg_kinds):
                 if kinds and position < len(params):
@@ -191,6 +201,11 @@ class _Flow:
                 if kinds and keyword in callee.params:
                     for kind in kinds:
                         self.add(callee, kind, keyword)
+
+
+_MUTATORS = ("append", "extend", "update", "add", "put", "insert", "copy_")
+_FLOW_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.comprehension,
+               ast.withitem, ast.Return, ast.Call, ast.Expr)
 
 
 def _walk_expr(expr: ast.AST):

@@ -148,13 +148,8 @@ def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: 
         params += [a.arg for a in args.kwonlyargs]
         function = Function(prefix + stmt.name, stmt.name, stmt, unit, cls, params, top, parent)
         index.functions.append(function)
-        for child in ast.walk(stmt):
-            if child is stmt:
-                continue
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                # only direct nested defs; deeper ones are reached through recursion
-                if _direct_child_def(stmt, child):
-                    _index_stmt(index, unit, child, top, f"{prefix}{stmt.name}.<locals>.", None, function)
+        for child in _nested_defs(stmt):
+            _index_stmt(index, unit, child, top, f"{prefix}{stmt.name}.<locals>.", None, function)
         return
     if isinstance(stmt, ast.ClassDef):
         index.classes.setdefault(stmt.name, []).append(stmt)
@@ -173,14 +168,15 @@ def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: 
                         _index_stmt(index, unit, grandchild, top, prefix, cls, parent)
 
 
-def _direct_child_def(outer: ast.AST, inner: ast.AST) -> bool:
-    """True if `inner` is a def/class nested in `outer` with no def/class in between."""
-    stack = [(c, False) for c in ast.iter_child_nodes(outer)]
+def _nested_defs(outer: ast.AST) -> list[ast.AST]:
+    """Defs and classes directly inside `outer` (none in between); deeper ones recurse."""
+    found, stack = [], list(ast.iter_child_nodes(outer))
     while stack:
-        node, _ = stack.pop()
-        if node is inner:
-            return True
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.append(node)
             continue
-        stack.extend((c, False) for c in ast.iter_child_nodes(node))
-    return False
+        if isinstance(node, ast.Lambda):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return found

@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass, field
 
 from auditor.analysis.config import UNKNOWN, Config, Evaluator
-from auditor.analysis.index import MODULE_SCOPE, Function, Index
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, own_nodes
 
 ALWAYS_LIVE_METHODS = {"__init__", "__post_init__", "__call__", "forward", "__enter__", "__exit__", "__iter__",
                        "__next__", "__getitem__", "__len__"}
@@ -217,28 +217,30 @@ def _single_assignments(function: Function, config: Config) -> dict:
     """Local names assigned once from a config-evaluable expression: `use_ttt = args.ttt_enabled`."""
     counts: dict[str, int] = {}
     values: dict[str, ast.expr] = {}
-    for node in ast.walk(function.node) if not isinstance(function.node, ast.Module) else function.body():
-        for sub in ast.walk(node) if isinstance(function.node, ast.Module) else (node,):
-            if isinstance(sub, ast.Assign):
-                for target in sub.targets:
-                    for name_node in ast.walk(target):
-                        if isinstance(name_node, ast.Name):
-                            counts[name_node.id] = counts.get(name_node.id, 0) + 1
-                            values[name_node.id] = sub.value if isinstance(target, ast.Name) else None
-            elif isinstance(sub, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
-                target = sub.target
+    for node in own_nodes(function):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
                 for name_node in ast.walk(target):
                     if isinstance(name_node, ast.Name):
-                        counts[name_node.id] = counts.get(name_node.id, 0) + 2
+                        counts[name_node.id] = counts.get(name_node.id, 0) + 1
+                        values[name_node.id] = node.value if isinstance(target, ast.Name) else None
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
+            for name_node in ast.walk(node.target):
+                if isinstance(name_node, ast.Name):
+                    counts[name_node.id] = counts.get(name_node.id, 0) + 2
     local = {}
     evaluator = Evaluator(config)
     for name, count in counts.items():
         expr = values.get(name)
-        if count == 1 and expr is not None:
+        if count == 1 and expr is not None and _mentions_config(expr):
             value = evaluator.value(expr)
-            if value is not UNKNOWN and isinstance(value, (bool, int, float, str)) or value is None:
+            if value is not UNKNOWN and (value is None or isinstance(value, (bool, int, float, str))):
                 local[name] = value
     return local
+
+
+def _mentions_config(expr: ast.expr) -> bool:
+    return any(isinstance(n, (ast.Attribute, ast.Name, ast.Call, ast.Subscript)) for n in ast.walk(expr))
 
 
 def compute_reach(index: Index, config: Config) -> Reach:

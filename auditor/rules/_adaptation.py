@@ -14,6 +14,7 @@ scoring statements (`loss_sum += ...`, `nll.append(...)`, `_accumulate_bpb(...)`
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from libcst.helpers import get_full_name_for_node
 
 from auditor.analysis import Analysis, Scope
 from auditor.analysis.flow import VAL
-from auditor.analysis.index import Function
+from auditor.analysis.index import Function, own_nodes
 
 ACCUMULATOR = re.compile(r"(?i)(loss|nll|bpb|bits|bytes?|score|tok\w*_count|token_count|n_tok|sum|total|count)")
 SCORE_CALL = re.compile(r"(?i)(accumulat\w*|^_?score\w*|\w*_score$|record_\w*|\w*_bpb$)")
@@ -60,22 +61,9 @@ class Adaptation:
         return bool(self.delta_names)
 
 
-def _parents(scope: Scope) -> dict[int, cst.CSTNode]:
-    parents: dict[int, cst.CSTNode] = {}
-    stack = list(scope.statements)
-    while stack:
-        node = stack.pop()
-        for child in node.children:
-            if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-                continue
-            parents[id(child)] = node
-            stack.append(child)
-    return parents
-
-
-def _context(node: cst.CSTNode, parents: dict[int, cst.CSTNode]) -> tuple[list[cst.CSTNode], bool]:
+def _context(node: cst.CSTNode, scope: Scope) -> tuple[list[cst.CSTNode], bool]:
     loops, no_grad = [], False
-    current = parents.get(id(node))
+    current = scope.parent(node)
     while current is not None:
         if isinstance(current, (cst.For, cst.While)):
             loops.append(current)
@@ -84,7 +72,7 @@ def _context(node: cst.CSTNode, parents: dict[int, cst.CSTNode]) -> tuple[list[c
                 name = get_full_name_for_node(item.item.func if isinstance(item.item, cst.Call) else item.item) or ""
                 if NO_GRAD.search(name):
                     no_grad = True
-        current = parents.get(id(current))
+        current = scope.parent(current)
     return loops, no_grad
 
 
@@ -139,7 +127,7 @@ def _delta_names(scope: Scope) -> set[str]:
     return {name for name in created if name in optimized}
 
 
-def _update_events(analysis: Analysis, scope: Scope, parents, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
+def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
     function = scope.function
     nested = {f.name for f in analysis.index.functions if f.parent is function}
     events, via = [], None
@@ -155,17 +143,17 @@ def _update_events(analysis: Analysis, scope: Scope, parents, trainers: dict[str
         elif isinstance(func, cst.Attribute) and func.attr.value == "step" and node.args and _name(node.args[0].value) in nested:
             # optimizer.step(closure), L-BFGS style: the backward is inside the closure
             if _function_is_val(analysis, function):
-                loops, no_grad = _context(node, parents)
+                loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
             continue
         elif _leaf(_name(func)) in trainers and node.args:
             if any(VAL in analysis.kinds(function, arg.value, scope) for arg in node.args):
-                loops, no_grad = _context(node, parents)
+                loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
                 via = _leaf(_name(func))
             continue
         if receiver is not None and VAL in analysis.kinds(function, receiver, scope):
-            loops, no_grad = _context(node, parents)
+            loops, no_grad = _context(node, scope)
             events.append(Event(node, scope.lines(node)[0], loops, no_grad))
     return events, via
 
@@ -220,8 +208,7 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
     cached = getattr(analysis, "_adaptations", None)
     if cached is not None:
         return cached
-    prefilter = re.compile(r"\.backward\(|autograd\.grad|\.step\(")
-    candidates = [f for f in analysis.functions_matching(prefilter)]
+    candidates = [f for f in analysis.index.functions if _may_train_on_val(analysis, f)]
     results: dict[Function, Adaptation] = {}
     trainers: dict[str, Function] = {}
     # Two rounds: first direct steps, then calls to functions that only train.
@@ -230,14 +217,13 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
             scope = analysis.scope(function) if function in candidates or _calls_any(function, trainers) else None
             if scope is None:
                 continue
-            parents = _parents(scope)
-            updates, via = _update_events(analysis, scope, parents, trainers)
+            updates, via = _update_events(analysis, scope, trainers)
             if not updates:
                 continue
             scores = []
             for node in scope.walk():
                 if _score_event(node):
-                    loops, no_grad = _context(node, parents)
+                    loops, no_grad = _context(node, scope)
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
             order, update, score = _classify(updates, scores)
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
@@ -254,6 +240,22 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
             results[trainer].score = callers[0].score
     analysis._adaptations = list(results.values())  # type: ignore[attr-defined]
     return analysis._adaptations  # type: ignore[attr-defined]
+
+
+def _may_train_on_val(analysis: Analysis, function: Function) -> bool:
+    """Cheap ast pre-check before parsing with libcst: a step whose loss carries val data."""
+    if not analysis.taint.of(function, VAL):
+        return False
+    for node in own_nodes(function):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        if node.func.attr == "backward" and VAL in analysis.kinds(function, node.func.value):
+            return True
+        if node.func.attr == "grad" and node.args and VAL in analysis.kinds(function, node.args[0]):
+            return True
+        if node.func.attr == "step" and node.args:
+            return True
+    return False
 
 
 def _calls_any(function: Function, trainers: dict[str, Function]) -> bool:

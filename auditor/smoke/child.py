@@ -137,6 +137,7 @@ def run(spec: dict) -> dict:
         return result
     result["import_seconds"] = round(time.monotonic() - started, 3)
     result["shimmed"] = finder.shimmed
+    shims.hide_from_libraries()
 
     build = build_model(torch, module, spec.get("candidates", []), spec.get("forward", False), script)
     result["shimmed"] = finder.shimmed

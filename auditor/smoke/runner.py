@@ -7,6 +7,7 @@ choosing the configuration); everything that runs submission code happens in the
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import tempfile
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from auditor.smoke.discover import discover_model, strip_entry_calls
 from auditor.smoke.fstrings import rewrite_nested_fstrings
 from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
-from auditor.source import SourceError, read_source
+from auditor.source import MAX_PACK_DEPTH, SourceError, decode_text, find_exec_payload, parse_python, read_bytes_checked
 from auditor.submission import load_submission
 
 FAILURE_KINDS = ("syntax", "missing-module", "cuda-required", "timeout", "memory", "model-not-found", "exception")
@@ -136,11 +137,9 @@ def _guarded_import_lines(tree: ast.Module) -> list[int]:
     return lines
 
 
-def _executed_sibling(script: Path, text: str) -> Path | None:
+def _executed_sibling(script: Path, tree: ast.Module) -> Path | None:
     """A sibling .py file that a tiny stub script exec()s (`exec(open(...decode.py).read())`)."""
-    if len(text) > 2000:
-        return None
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py"):
             candidate = script.parent / Path(node.value).name
             if candidate.is_file() and candidate != script:
@@ -148,32 +147,53 @@ def _executed_sibling(script: Path, text: str) -> Path | None:
     return None
 
 
-def _prepare_text(script: Path) -> tuple[str, list[str]]:
-    """The code the child should run: unpacked, and compilable by this Python."""
-    notes = []
-    source = read_source(script)
-    text = source.text
-    if source.packed:
-        notes.append(f"unpacked ({source.packing})")
+def _parse_or_rewrite(text: str, what: str) -> tuple[str, ast.Module, bool]:
+    """Parse `text`, rewriting 3.12 f-strings when this Python cannot parse it as is."""
     try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        tree = None
-    if tree is not None:
-        sibling = _executed_sibling(script, text)
-        if sibling is not None:
-            text = read_source(sibling).text
-            notes.append(f"runs {sibling.name}")
-    try:
-        ast.parse(text)
+        return text, ast.parse(text), False
     except SyntaxError:
         rewritten = rewrite_nested_fstrings(text)
         try:
-            ast.parse(rewritten)
-            text = rewritten
-            notes.append("3.12 f-strings rewritten for this Python")
+            return rewritten, ast.parse(rewritten), True
         except SyntaxError:
             pass
+        return text, parse_python(text, what), False  # raises SourceError with the original message
+
+
+def _prepare_text(script: Path) -> tuple[str, list[str]]:
+    """The code the child should run: unpacked (exec'd blobs decoded), compilable by this Python.
+
+    Like auditor.source.read_source, but a decoded layer written for Python 3.12 is
+    rewritten instead of refused, and a stub that execs a sibling file runs that file.
+    Raises SourceError (with the message for the user) on a syntax error of the script itself.
+    """
+    notes = []
+    text = decode_text(read_bytes_checked(script))
+    rewritten_any = False
+    try:
+        text, tree, rewritten_any = _parse_or_rewrite(text, "file")
+    except SourceError as exc:
+        return text, [f"syntax: {exc}"]
+    layers = []
+    for _ in range(MAX_PACK_DEPTH):
+        found = find_exec_payload(tree, script.parent)
+        if found is not None:
+            payload, how, _line = found
+        elif len(text) < 2000 and _executed_sibling(script, tree) is not None:
+            sibling = _executed_sibling(script, tree)
+            payload, how = decode_text(read_bytes_checked(sibling), what=sibling.name), f"file:{sibling.name}"
+        else:
+            break
+        layers.append(how)
+        try:
+            text, tree, rewritten = _parse_or_rewrite(payload, f"decoded source ({how})")
+        except SourceError as exc:
+            return payload, [f"syntax: {exc}"]
+        rewritten_any = rewritten_any or rewritten
+    if layers:
+        notes.append(f"unpacked ({' > '.join(layers)})")
+    if rewritten_any:
+        notes.append("3.12 f-strings rewritten for this Python")
     return text, notes
 
 
@@ -200,9 +220,29 @@ def _usable(name: str, value: str) -> bool:
     """Drop settings that are code echoed into a log (WORLD_SIZE={h.world_size}) or torchrun's."""
     if name in _DISTRIBUTED_ENV:
         return False
-    if any(c in value for c in "{}()$`"):
+    if any(c in value for c in "{}()$`<>") or value in ("int", "float", "str", "bool"):
         return False
     return not (value.isidentifier() and value.lower() == name.lower())
+
+
+_NUMERIC_READ = re.compile(r"^(?:bool\()?(int|float)\(")
+
+
+def _typed_value(config, name: str, value: str) -> str | None:
+    """The value as the script will parse it; None when it cannot be (code echoed in a log)."""
+    setting = config.env_settings.get(name)
+    match = _NUMERIC_READ.match(ast.unparse(setting.expr)) if setting is not None else None
+    if match is None:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        if value in ("True", "False"):
+            return "1" if value == "True" else "0"
+        return None
+    if match.group(1) == "int":
+        return str(int(number)) if number.is_integer() else None
+    return value
 
 
 def _run_configuration(tree: ast.Module | None, submission, options: SmokeOptions) -> tuple[dict[str, str], str]:
@@ -211,7 +251,12 @@ def _run_configuration(tree: ast.Module | None, submission, options: SmokeOption
     if not options.defaults and tree is not None:
         from auditor.analysis.config import build_config
 
-        env = {k: v for k, v in build_config(tree, submission.run_config).run_environment().items() if _usable(k, v)}
+        config = build_config(tree, submission.run_config)
+        env = {}
+        for name, value in config.run_environment().items():
+            value = _typed_value(config, name, value)
+            if value is not None and _usable(name, value):
+                env[name] = value
         for name, value in env.items():
             # Logs print Python values (tie_embeddings:True); scripts parse env flags as ints.
             if name not in submission.run_config.env and value in ("True", "False"):
@@ -238,11 +283,16 @@ def smoke_path(path: str | Path, options: SmokeOptions | None = None) -> SmokeRe
         text, notes = _prepare_text(script)
     except (SourceError, OSError) as exc:
         raise UnreadablePath(str(exc)) from None
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError) as exc:
-        tree = None
-        syntax_error = {"kind": "syntax", "message": f"{getattr(exc, 'msg', exc)} at line {getattr(exc, 'lineno', '?')}"}
+    syntax_notes = [n for n in notes if n.startswith("syntax: ")]
+    tree = None
+    if syntax_notes:
+        notes = [n for n in notes if not n.startswith("syntax: ")]
+        syntax_error = {"kind": "syntax", "message": syntax_notes[0].removeprefix("syntax: ")}
+    else:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError) as exc:
+            syntax_error = {"kind": "syntax", "message": f"{getattr(exc, 'msg', exc)} at line {getattr(exc, 'lineno', '?')}"}
     env, config_source = _run_configuration(tree, submission, options)
 
     def result(**kwargs) -> SmokeResult:

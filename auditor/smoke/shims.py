@@ -150,3 +150,14 @@ def install(own_folder: str, guarded_lines: set[int], script_file: str) -> ShimF
     finder = ShimFinder(own_folder, guarded_lines, script_file)
     sys.meta_path.append(finder)
     return finder
+
+
+def hide_from_libraries() -> None:
+    """Drop shim modules from sys.modules once the submission holds them.
+
+    torch probes for triton with find_spec/import; a shim left in sys.modules would make
+    it believe triton is installed. Later imports by the submission get new shims.
+    """
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, ShimModule):
+            del sys.modules[name]
