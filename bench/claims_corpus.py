@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mirror", type=Path, help="bare git mirror of openai/parameter-golf")
     parser.add_argument("--limit", type=int, default=None, help="check at most N PRs")
     parser.add_argument("--main", action="store_true", help="check the records merged into main instead")
-    parser.add_argument("--time-budget", type=float, default=240.0, help="stop after this many seconds")
+    parser.add_argument("--time-budget", type=float, default=300.0, help="stop after this many seconds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--list-violations", action="store_true", help="print every violation")
     args = parser.parse_args(argv)
