@@ -86,7 +86,7 @@ def _leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _score_event(node: cst.CSTNode) -> bool:
+def _score_event(node: cst.CSTNode, scope: Scope) -> bool:
     if isinstance(node, cst.AugAssign) and isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
         target = node.target.value if isinstance(node.target, cst.Subscript) else node.target
         return bool(ACCUMULATOR.search(_leaf(_name(target))))
@@ -97,7 +97,8 @@ def _score_event(node: cst.CSTNode) -> bool:
             return True
         if method in ("append", "extend") and SCORE_LIST.search(owner):
             return True
-    if isinstance(node, cst.Call):
+    if isinstance(node, cst.Call) and isinstance(scope.parent(node), cst.Expr):
+        # a statement-level call that records a score: _accumulate_bpb(...), score_chunk(...)
         return bool(SCORE_CALL.search(_leaf(_name(node.func))))
     if isinstance(node, cst.Assign):
         for target in node.targets:
@@ -222,7 +223,7 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
                 continue
             scores = []
             for node in scope.walk():
-                if _score_event(node):
+                if _score_event(node, scope):
                     loops, no_grad = _context(node, scope)
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
             order, update, score = _classify(updates, scores)

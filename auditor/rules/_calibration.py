@@ -1,0 +1,40 @@
+"""Shared by the calibration rules: calls that collect quantization statistics (GPTQ
+Hessians and the like), and which data they read."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from auditor.analysis import Analysis
+from auditor.analysis.index import Function, call_name, own_nodes
+from auditor.rules._patterns import CALIBRATION
+
+
+@dataclass
+class CalibrationCall:
+    function: Function  # where the call is
+    node: ast.Call
+    kinds: set[str]  # data kinds its arguments (or the callee itself) read
+
+
+def calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
+    cached = getattr(analysis, "_calibration_calls", None)
+    if cached is not None:
+        return cached
+    found = []
+    for function in analysis.index.functions:
+        if CALIBRATION.search(function.qualname):
+            continue  # calls inside the calibration code itself are its internals
+        for node in own_nodes(function):
+            if isinstance(node, ast.Call) and CALIBRATION.search(call_name(node)):
+                kinds = set()
+                for arg in [*node.args, *(k.value for k in node.keywords)]:
+                    kinds |= analysis.kinds(function, arg)
+                for callee in analysis.index.resolve(call_name(node)):
+                    # a calibration function that opens its own loader on train_files
+                    kinds |= {k for k, names in analysis.taint.names.get(callee, {}).items()
+                              if names - set(callee.params)}
+                found.append(CalibrationCall(function, node, kinds))
+    analysis._calibration_calls = found  # type: ignore[attr-defined]
+    return found

@@ -1,0 +1,112 @@
+"""ngram-unnormalized: an eval-time n-gram / expert mixture computed only at the target.
+
+Ruling: 720, 745, 824 (mixers evaluated only at the realized token, not renormalized),
+1026 (mix applied only when the target's own count is > 0), 1185 (p(target|ctx) blended
+into the target log-prob; "must renormalize over the vocabulary"), 2041/2118/2083
+(gates and byte-PPM spreads that depend on the realized token). Issue #1017 condition 2:
+the score of token t must come from a full distribution that sums to 1, computed without
+looking at t. Mixing full distributions, then reading the target's entry, is legal.
+"""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from auditor.rules._patterns import NGRAM, assigned_names, full_name, leaves, mentions_target
+from auditor.rules.base import Rule, where
+
+TARGET_SCORE = re.compile(r"(?i)(nll|logprob|log_prob|_lp$|^lp_|model_p$|p_model|tgt_p|p_tgt|target_p|p_target|true_p)")
+LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
+
+
+def _is_one_minus(node: cst.CSTNode) -> bool:
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract):
+        left = node.left
+        return isinstance(left, (cst.Integer, cst.Float)) and left.value in ("1", "1.0", "1.")
+    return False
+
+
+class NgramUnnormalized(Rule):
+    id = "ngram-unnormalized"
+    prefilter = NGRAM
+
+    def check_scope(self, analysis, scope):
+        function = scope.function
+        if not (NGRAM.search(function.qualname) or NGRAM.search(analysis.text_of(function))):
+            return
+        # Names computed from the realized target (its probability, its count, its NLL).
+        at_target: set[str] = set()
+        for _ in range(2):
+            for node in scope.walk():
+                if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+                    value_leaves = leaves(node.value)
+                    if mentions_target(node.value) or value_leaves & at_target or any(
+                            TARGET_SCORE.search(n) for n in value_leaves):
+                        at_target.update(n.rsplit(".", 1)[-1] for n in assigned_names(node))
+        for node in scope.walk():
+            operands = self._mixture(node)
+            if not operands:
+                continue
+            picked = [o for o in operands if leaves(o) & at_target or mentions_target(o)
+                      or any(TARGET_SCORE.search(n) for n in leaves(o))]
+            if picked:
+                code = " ".join(scope.code(node).split())
+                code = code if len(code) <= 80 else code[:77] + "..."
+                yield self.hit(scope, node,
+                               f"mixture in {where(function)} is computed for the realized target only (`{code}`), "
+                               "not as a normalized distribution over the vocabulary (rulings on 720, 1026, 1185; "
+                               "Issue #1017 condition 2)")
+
+    @staticmethod
+    def _mixture(node: cst.CSTNode) -> list[cst.CSTNode]:
+        """The operands of `(1 - a) * P + a * Q` or of a log-domain mix, else []."""
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+            left, right = node.left, node.right
+            if all(isinstance(side, cst.BinaryOperation) and isinstance(side.operator, cst.Multiply)
+                   for side in (left, right)):
+                if any(_is_one_minus(f) for side in (left, right) for f in (side.left, side.right)):
+                    return [left, right]
+        if isinstance(node, cst.Call) and LOG_MIX.search(full_name(node.func)):
+            func = node.func
+            receiver = [func.value] if isinstance(func, cst.Attribute) and not full_name(func).startswith(("torch.", "np.", "numpy.")) else []
+            return receiver + [a.value for a in node.args]
+        return []
+
+    VALID = [
+        '''
+import torch
+
+def eval_with_ngram_mixer(logits, y, ngram_dist, alpha=0.2):
+    probs = (1 - alpha) * torch.softmax(logits, -1) + alpha * ngram_dist
+    return -torch.log(probs.gather(-1, y[:, None])).sum()
+
+if __name__ == "__main__":
+    print(eval_with_ngram_mixer(*load_validation_tokens("fineweb_val_*.bin")))
+''',
+    ]
+    INVALID = [
+        '''
+import math
+
+def eval_with_ngram_cache(nlls, val_tokens, counts, alpha=0.2):
+    loss = 0.0
+    for pos, nll in enumerate(nlls):
+        target = val_tokens[pos + 1]
+        ctx = tuple(val_tokens[max(0, pos - 2):pos + 1])
+        ngram_prob = counts.get(ctx, {}).get(target, 0) / max(sum(counts.get(ctx, {}).values()), 1)
+        if ngram_prob > 0:
+            model_p = math.exp(-nll)
+            loss -= math.log((1.0 - alpha) * model_p + alpha * ngram_prob)
+        else:
+            loss += nll
+    return loss
+
+if __name__ == "__main__":
+    print(eval_with_ngram_cache([], load_validation_tokens("fineweb_val_*.bin"), {}))
+''',
+    ]
+
+
+RULE = NgramUnnormalized()
