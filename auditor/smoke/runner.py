@@ -177,6 +177,8 @@ def _prepare_text(script: Path) -> tuple[str, list[str]]:
     layers = []
     for _ in range(MAX_PACK_DEPTH):
         found = find_exec_payload(tree, script.parent)
+        if found is not None and found[0] == text:
+            found = None  # `exec(open(__file__.replace("train_gpt.py", ...)))` read itself
         if found is not None:
             payload, how, _line = found
         elif len(text) < 2000 and _executed_sibling(script, tree) is not None:
