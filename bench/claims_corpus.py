@@ -123,7 +123,10 @@ def check_ref(job: tuple[str, str, list[str] | None]) -> list[dict]:
             dest = Path(tmp) / str(index) / Path(folder).name
             summary = {"label": label, "folder": folder}
             try:
-                extract(git, ref, folder, dest)
+                if extract(git, ref, folder, dest) == 0:
+                    summary["empty"] = True  # deleted in the PR, or only large blobs the mirror lacks
+                    summaries.append(summary)
+                    continue
                 result = check_claims(dest, track="record" if "track_10min" in folder else "non-record")
             except Exception:  # a crash is the bug this bench exists to find
                 summary["crash"] = traceback.format_exc(limit=3)
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     scope = "main" if args.main else "PR heads"
     print(f"claims corpus over {scope}: {refs_done} of {len(jobs)} refs, {refs_with_records} with record folders, "
           f"{elapsed:.0f} s" + (" (stopped at the time budget)" if stopped_early else ""))
-    for key in ("folders", "parsed", "could not be read at all", "crashed", "with a logged score",
+    for key in ("folders", "no files in the mirror", "parsed", "could not be read at all", "crashed", "with a logged score",
                 "with a violation", "with a warning"):
         print(f"  {key:28} {counts[key]}")
     print("  folders with each finding (check, severity):")
@@ -211,6 +214,9 @@ def _tally(summary: dict, counts, by_check, crashes: list[str], violations: list
     if "crash" in summary:
         counts["crashed"] += 1
         crashes.append(f"{where}: {summary['crash']}")
+        return
+    if summary.get("empty"):
+        counts["no files in the mirror"] += 1
         return
     if summary["error"]:
         counts["could not be read at all"] += 1
