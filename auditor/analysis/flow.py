@@ -40,6 +40,8 @@ class Taint:
     # What a function's return value carries from its own sources, whatever its arguments:
     # a shard reader called once with a val file and once with a train file returns neither.
     returns: dict[str, set[str]] = field(default_factory=dict)  # function name -> kinds
+    # Names tainted by the function's own sources, not by what callers passed in.
+    intrinsic: dict[Function, dict[str, set[str]]] = field(default_factory=dict)
 
     def of(self, function: Function, kind: str) -> set[str]:
         return self.names.get(function, {}).get(kind, set())
@@ -53,7 +55,7 @@ class _Flow:
         self.index = index
         self.taint = Taint()
         # Taint from the function's own sources only (no parameter bindings): for returns.
-        self.intrinsic: dict[Function, dict[str, set[str]]] = {}
+        self.intrinsic = self.taint.intrinsic
         self.changed = False
         self.dirty: set[Function] = set()
 

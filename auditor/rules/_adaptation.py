@@ -56,9 +56,16 @@ class Adaptation:
     delta_names: set[str] = field(default_factory=set)  # SLOT: fresh tensors being optimized
     via_call: str | None = None  # the update is a call to this training function
 
+    local_only: bool = False  # every optimizer here trains a module built here (warm-up, probe)
+
     @property
     def is_slot(self) -> bool:
         return bool(self.delta_names)
+
+    @property
+    def adapts_given_model(self) -> bool:
+        """Whether the steps change a model the caller handed in (not a throwaway built here)."""
+        return not self.local_only and not self.is_slot
 
 
 def _context(node: cst.CSTNode, scope: Scope) -> tuple[list[cst.CSTNode], bool]:
@@ -126,6 +133,35 @@ def _delta_names(scope: Scope) -> set[str]:
             code = scope.code(node.args[0].value)
             optimized.update(re.findall(r"[A-Za-z_][\w.]*", code))
     return {name for name in created if name in optimized}
+
+
+def _trains_local_modules_only(scope: Scope) -> bool:
+    """True when every optimizer built here optimizes modules that are also built here.
+
+    A compile warm-up on a throwaway LoRA, or a diagnostics probe, leaves the evaluated
+    model untouched (e.g. 1530's warm-up, deleted before scoring).
+    """
+    function = scope.function
+    local: set[str] = set()
+    optimizers = []
+    for node in scope.walk():
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                name = _name(target.target)
+                if name and not name.startswith("self."):
+                    local.add(name)
+        if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func)) and "lr_scheduler" not in _name(node.func):
+            optimizers.append(node)
+    if not optimizers:
+        return False
+    for call in optimizers:
+        if not call.args:
+            return False
+        roots = {n.split(".")[0] for n in re.findall(r"[A-Za-z_][\w.]*", scope.code(call.args[0].value))}
+        roots -= {"p", "param", "params", "n", "name", "for", "in", "if", "and", "or", "not", "list", "dict"}
+        if not roots or roots & set(function.params) or not roots <= local:
+            return False
+    return True
 
 
 def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
@@ -228,7 +264,7 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
             order, update, score = _classify(updates, scores)
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
-                                           _delta_names(scope), via)
+                                           _delta_names(scope), via, _trains_local_modules_only(scope))
         new_trainers = {f.name: f for f, a in results.items() if a.order == "no-score" and not a.is_slot}
         if new_trainers.keys() <= trainers.keys():
             break

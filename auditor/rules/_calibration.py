@@ -7,8 +7,13 @@ import ast
 from dataclasses import dataclass
 
 from auditor.analysis import Analysis
-from auditor.analysis.index import Function, call_name, own_nodes
+import re
+
+from auditor.analysis.index import Function, call_name, dotted, own_nodes
 from auditor.rules._patterns import CALIBRATION
+
+
+NOT_DATA = re.compile(r"(?i)(model|net$|module|^h$|^args$|hparams|hyper|config|cfg|device|rank|world|^self$)")
 
 
 @dataclass
@@ -30,11 +35,12 @@ def calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
             if isinstance(node, ast.Call) and CALIBRATION.search(call_name(node)):
                 kinds = set()
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
-                    kinds |= analysis.kinds(function, arg)
+                    # the model and settings are not data, whatever flowed near them
+                    if not NOT_DATA.search((dotted(arg) or "").rsplit(".", 1)[-1]):
+                        kinds |= analysis.kinds(function, arg)
                 for callee in analysis.index.resolve(call_name(node)):
                     # a calibration function that opens its own loader on train_files
-                    kinds |= {k for k, names in analysis.taint.names.get(callee, {}).items()
-                              if names - set(callee.params)}
+                    kinds |= {k for k, names in analysis.taint.intrinsic.get(callee, {}).items() if names}
                 found.append(CalibrationCall(function, node, kinds))
     analysis._calibration_calls = found  # type: ignore[attr-defined]
     return found

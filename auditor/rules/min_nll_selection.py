@@ -12,7 +12,6 @@ import re
 
 import libcst as cst
 
-from auditor.analysis.flow import VAL
 from auditor.rules._adaptation import adaptations
 from auditor.rules._patterns import assigned_names, full_name, leaves
 from auditor.rules.base import Rule, where
@@ -28,11 +27,9 @@ class MinNllSelection(Rule):
 
     def check_scope(self, analysis, scope):
         function = scope.function
-        trains = {a.function for a in adaptations(analysis)}
-        if not analysis.taint.of(function, VAL) and function not in trains:
-            return
-        adapting = function in trains or bool(re.search(r"(?i)epoch|pass", analysis.text_of(function)))
-        if not adapting:
+        # Only where the tokens are trained on between the passes: a best-of-EMA/SWA pick
+        # by validation score in main() is another matter, not a per-token minimum.
+        if function not in {a.function for a in adaptations(analysis)}:
             return
         for node in scope.walk():
             if isinstance(node, cst.Call) and MINIMUM.search(full_name(node.func)) and len(node.args) >= 1:

@@ -20,6 +20,8 @@ class TTTTrainBeforeScore(Rule):
         for adaptation in adaptations(analysis):
             if adaptation.is_slot or adaptation.order == "score-first":
                 continue
+            if adaptation.order == "no-score" and adaptation.local_only:
+                continue  # a throwaway module (compile warm-up, probe) that nothing scores with
             update = adaptation.update
             if adaptation.order == "no-score":
                 message = (f"{where(adaptation.function)} takes gradient steps on validation tokens and scores "

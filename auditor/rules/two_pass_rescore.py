@@ -51,7 +51,10 @@ class TwoPassRescore(Rule):
 
     def _rescore_after_training(self, analysis):
         """Caller order: a call that trains on val data, then a call that scores val data with the same model."""
-        trainers = {a.function.name: a for a in adaptations(analysis)}
+        # Only after a pass that scored the tokens: a pre-eval TTT followed by the eval is
+        # ttt-train-before-score, not a second pass.
+        trainers = {a.function.name: a for a in adaptations(analysis)
+                    if a.order == "score-first" and a.adapts_given_model}
         if not trainers:
             return
         scorers = {f.name for f in analysis.index.functions

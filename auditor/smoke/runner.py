@@ -80,13 +80,13 @@ class SmokeResult:
         config = f"[config: {self.config_source}]"
         if self.ok and self.model:
             m = self.model
-            layers = f"{m.get('layers')}"
+            layers = f"{m.get('layers') if m.get('layers') is not None else '?'}"
             if m.get("unique_layers") is not None and m.get("unique_layers") != m.get("layers"):
                 layers += f" ({m['unique_layers']} unique)"
             parts = [
                 f"import OK in {self.import_seconds or 0:.2f}s",
                 f"class={m.get('class')}",
-                f"dim={m.get('dim')}",
+                f"dim={m.get('dim') if m.get('dim') is not None else '?'}",
                 f"layers={layers}",
                 f"vocab={m.get('vocab')}",
                 f"params={m['params']:,}",
@@ -227,6 +227,22 @@ def _usable(name: str, value: str) -> bool:
     return not (value.isidentifier() and value.lower() == name.lower())
 
 
+def _first_log_text(submission) -> str:
+    try:
+        return submission.logs[0].read_text(errors="replace")[:5_000_000] if submission.logs else ""
+    except OSError:
+        return ""
+
+
+def _full_log_value(log_text: str, attr: str, value: str) -> str:
+    """`ve_layers: 9,10` is logged whole, but the log reader keeps '9': take the list back."""
+    for match in re.finditer(rf"(?<![\w.]){re.escape(attr)}\s*[:=]\s*(\S+)", log_text):
+        whole = match.group(1)
+        if whole.startswith(value + ",") and re.fullmatch(r"[\w.\-]+(,[\w.\-]+)+", whole):
+            return whole
+    return value
+
+
 _NUMERIC_READ = re.compile(r"^(?:bool\()?(int|float)\(")
 
 
@@ -255,7 +271,12 @@ def _run_configuration(tree: ast.Module | None, submission, options: SmokeOption
 
         config = build_config(tree, submission.run_config)
         env = {}
+        log_text = None
         for name, value in config.run_environment().items():
+            setting = config.env_settings.get(name)
+            if name not in submission.run_config.env and setting is not None and setting.attr:
+                log_text = _first_log_text(submission) if log_text is None else log_text
+                value = _full_log_value(log_text, setting.attr.lower(), value)
             value = _typed_value(config, name, value)
             if value is not None and _usable(name, value):
                 env[name] = value
