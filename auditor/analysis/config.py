@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,17 +335,26 @@ def _add(config: Config, name: str, expr: ast.expr, line: int) -> None:
         config.env_settings.setdefault(env, setting)
 
 
+CONFIG_CLASS = re.compile(r"(?i)(hyper|config|args|setting|param|^h$|cfg|options|flags)")
+
+
 def build_config(tree: ast.Module, run: RunConfig) -> Config:
     config = Config(run=run)
     # Module-level constants and config classes first, then argparse anywhere.
     for stmt in tree.body:
         _collect_assign(config, stmt)
         if isinstance(stmt, ast.ClassDef):
+            # Attributes of config classes are settings; those of other classes (a cache's
+            # self.total_tokens = 0) are state, unless they read the environment.
+            is_config = bool(CONFIG_CLASS.search(stmt.name))
             for inner in stmt.body:
-                _collect_assign(config, inner)
+                if is_config or _reads_env(getattr(inner, "value", None) or ast.Constant(None)):
+                    _collect_assign(config, inner)
                 if isinstance(inner, ast.FunctionDef) and inner.name in ("__init__", "__post_init__"):
                     for sub in ast.walk(inner):
-                        _collect_assign(config, sub)
+                        if is_config or (isinstance(sub, (ast.Assign, ast.AnnAssign)) and sub.value is not None
+                                         and _reads_env(sub.value)):
+                            _collect_assign(config, sub)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
             _collect_argparse(config, node)

@@ -225,8 +225,8 @@ def _order_for(update: Event, scores: list[Event]) -> tuple[str, Event | None]:
     later = [s for s in scores if s.line > update.line]
     if later:
         return "train-first", min(later, key=lambda s: s.line)
-    if scores:
-        return "score-first", max(scores, key=lambda s: s.line)
+    # Scores that come before, outside any loop shared with the step (a training loop's
+    # running loss, an earlier eval), do not score the tokens this step trains on.
     return "no-score", None
 
 
@@ -265,7 +265,7 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
             order, update, score = _classify(updates, scores)
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
                                            _delta_names(scope), via, _trains_local_modules_only(scope))
-        new_trainers = {f.name: f for f, a in results.items() if a.order == "no-score" and not a.is_slot}
+        new_trainers = {f.name: f for f, a in results.items() if a.order == "no-score" and a.adapts_given_model}
         if new_trainers.keys() <= trainers.keys():
             break
         trainers.update(new_trainers)
