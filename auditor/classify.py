@@ -121,7 +121,7 @@ def cache_key(path: Path) -> str | None:
         digest = hashlib.sha256(_rules_digest().encode())
         folder = submission.script.parent
         # The script, its sibling modules (helpers, exec'd files) and the run configuration.
-        for candidate in sorted(folder.glob("*.py")) if submission.is_record_folder else [submission.script]:
+        for candidate in sorted(folder.glob("*.py")):
             digest.update(candidate.name.encode())
             digest.update(candidate.read_bytes())
         digest.update(json.dumps(submission.run_config.to_json(), sort_keys=True).encode())

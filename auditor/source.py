@@ -323,6 +323,7 @@ def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | 
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             names[stmt.targets[0].id] = stmt.value
     aliases = _import_aliases(tree)
+    failure = ""
     for stmt in tree.body:
         call = stmt.value if isinstance(stmt, ast.Expr) else None
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "exec" and call.args):
@@ -330,9 +331,11 @@ def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | 
         evaluator = _Evaluator(aliases, names, folder)
         try:
             payload = evaluator.value(call.args[0])
-        except (_Unknown, ValueError, TypeError, KeyError, IndexError, LookupError, lzma.LZMAError, zlib.error, OSError):
+        except (_Unknown, ValueError, TypeError, KeyError, IndexError, LookupError, lzma.LZMAError, zlib.error, OSError) as exc:
+            failure = f"line {stmt.lineno}: {exc or type(exc).__name__}"
             continue
-        except SourceError:
+        except SourceError as exc:
+            failure = f"line {stmt.lineno}: {exc}"
             continue
         if isinstance(payload, bytes):
             try:
@@ -343,4 +346,8 @@ def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | 
             continue
         how = "+".join(reversed(evaluator.steps))
         return payload, how, stmt.lineno
+    code_statements = [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+    if failure and len(code_statements) <= 5:
+        # A packer stub whose payload we cannot read: judging the stub would call it clean.
+        raise SourceError(f"the script execs code that cannot be unpacked statically ({failure})")
     return None

@@ -315,10 +315,6 @@ def test_cache_follows_an_exec_sibling_in_a_record(tmp_path):
     assert classify_paths([record])[0].verdict == "clean"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "auditor/classify.py cache_key(): for a lone script (folder without README.md/submission.json) "
-    "only the script's bytes are hashed, but read_source() unpacks exec(open('sibling.py').read()) and "
-    "analyze_source() reads imported sibling modules; editing the sibling returns the stale cached verdict"))
 def test_cache_follows_an_exec_sibling_of_a_lone_script(tmp_path):
     folder = tmp_path / "scratch"
     folder.mkdir()
@@ -351,3 +347,11 @@ def test_classify_never_imports_torch(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_stub_whose_payload_cannot_be_read_is_an_error(tmp_path):
+    (tmp_path / "README.md").write_text("# record\n")
+    (tmp_path / "train_gpt.py").write_text('exec(open("impl.py").read())\n')
+    result = classify_paths([tmp_path], use_cache=False)[0]
+    assert result.verdict == "error"
+    assert "cannot be unpacked" in result.error
