@@ -39,9 +39,12 @@ class Rule:
             yield from self.check_scope(analysis, analysis.scope(function))
 
     def candidates(self, analysis: Analysis) -> list[Function]:
-        if self.prefilter is None:
-            return list(analysis.index.functions)
-        return analysis.functions_matching(self.prefilter)
+        functions = analysis.index.functions if self.prefilter is None else analysis.functions_matching(self.prefilter)
+        return [f for f in functions if self.relevant(analysis, f)]
+
+    def relevant(self, analysis: Analysis, function: Function) -> bool:
+        """A cheap test on the ast side, before the function is parsed with libcst."""
+        return True
 
     def check_scope(self, analysis: Analysis, scope: Scope) -> Iterator[Hit]:
         return iter(())

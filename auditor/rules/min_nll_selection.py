@@ -25,12 +25,13 @@ class MinNllSelection(Rule):
     id = "min-nll-selection"
     prefilter = re.compile(r"minimum|best_|min_nll|\bmin\(|lowest")
 
-    def check_scope(self, analysis, scope):
-        function = scope.function
+    def relevant(self, analysis, function):
         # Only where the tokens are trained on between the passes: a best-of-EMA/SWA pick
         # by validation score in main() is another matter, not a per-token minimum.
-        if function not in {a.function for a in adaptations(analysis)}:
-            return
+        return function in {a.function for a in adaptations(analysis)}
+
+    def check_scope(self, analysis, scope):
+        function = scope.function
         for node in scope.walk():
             if isinstance(node, cst.Call) and MINIMUM.search(full_name(node.func)) and len(node.args) >= 1:
                 names = set().union(*(leaves(a.value) for a in node.args))

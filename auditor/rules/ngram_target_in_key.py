@@ -24,12 +24,11 @@ class NgramTargetInKey(Rule):
     id = "ngram-target-in-key"
     prefilter = re.compile(r"\^|hash|\(\s*\w*ctx\w*\s*,")
 
+    def relevant(self, analysis, function):
+        return bool(NGRAM.search(analysis.text_of(function)) or analysis.taint.of(function, VAL))
+
     def check_scope(self, analysis, scope):
         function = scope.function
-        text = analysis.text_of(function)
-        relevant = NGRAM.search(text) or NGRAM.search(function.qualname) or analysis.taint.of(function, VAL)
-        if not relevant:
-            return
         for node in scope.walk():
             if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitXor):
                 left, right = node.left, node.right

@@ -34,8 +34,6 @@ class NgramUnnormalized(Rule):
 
     def check_scope(self, analysis, scope):
         function = scope.function
-        if not (NGRAM.search(function.qualname) or NGRAM.search(analysis.text_of(function))):
-            return
         # Names computed from the realized target (its probability, its count, its NLL).
         at_target: set[str] = set()
         for _ in range(2):
