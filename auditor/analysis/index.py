@@ -42,6 +42,7 @@ class Function:
     params: list[str]
     top: ast.stmt | None  # the top-level statement that contains it (None for <module>)
     parent: "Function | None" = None
+    _own_nodes: list | None = field(default=None, repr=False)
 
     @property
     def lineno(self) -> int:
@@ -63,16 +64,20 @@ class Function:
         return f"Function({self.qualname}@{self.unit.display}:{self.lineno})"
 
 
-def own_nodes(function: Function):
-    """Walk the function's own code, not that of nested functions and classes."""
-    stack = list(reversed(function.body()))
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in reversed(list(ast.iter_child_nodes(node))):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                continue
-            stack.append(child)
+def own_nodes(function: Function) -> list[ast.AST]:
+    """The function's own code in order, not that of nested functions and classes (cached)."""
+    if function._own_nodes is None:
+        nodes = []
+        stack = list(reversed(function.body()))
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            for child in reversed(list(ast.iter_child_nodes(node))):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                    continue
+                stack.append(child)
+        function._own_nodes = nodes
+    return function._own_nodes
 
 
 def call_name(call: ast.Call) -> str:

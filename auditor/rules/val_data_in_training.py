@@ -17,6 +17,7 @@ from auditor.rules._calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
 
 PAID_PREFIX = re.compile(r"(?i)paid_prefix|prefix_blob|val_prefix_tokens")
+STORED_OR_COPIED = re.compile(r"(?i)paid_prefix|prefix_blob|val_prefix_tokens|copy|symlink|rename")
 
 
 class ValDataInTraining(Rule):
@@ -29,6 +30,8 @@ class ValDataInTraining(Rule):
                           f"calibration `{ast.unparse(call.node.func)}` in {where(call.function)} reads validation "
                           "tokens before they are scored (ruling on 728; Issue #1017 condition 3)")
         for function in analysis.index.functions:
+            if not STORED_OR_COPIED.search(analysis.text_of(function)):
+                continue
             for node in own_nodes(function):
                 if isinstance(node, (ast.Assign, ast.Call)) and PAID_PREFIX.search(ast.unparse(node)[:400]) and (
                         isinstance(node, ast.Call) and re.search(r"(?i)load", ast.unparse(node.func))):
