@@ -364,6 +364,12 @@ def classify(exc: BaseException, script: str, stage: str) -> dict:
         exc = cause
         return {"kind": "missing-module", "message": f"{stage}: {exc}", "module": exc.module,
                 "gpu_only": exc.gpu_only, "frame": frame}
+    shimmed = getattr(shims, "LAST_FINDER", None)
+    if "Shim" in str(exc) and shimmed is not None and shimmed.shimmed:
+        # A shim object reached torch (a mamba layer's config, a kernel's output).
+        names = sorted(shimmed.shimmed, key=lambda n: shimmed.shimmed[n] != "gpu-only")
+        return {"kind": "missing-module", "message": f"{stage}: {message} (from shimmed {', '.join(names)})",
+                "module": names[0], "gpu_only": shims.is_gpu_only(names[0]), "frame": frame}
     if isinstance(exc, ModuleNotFoundError):
         name = exc.name or ""
         return {"kind": "missing-module", "message": f"{stage}: {message}", "module": name.split(".")[0],

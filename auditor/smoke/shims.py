@@ -146,9 +146,14 @@ class ShimFinder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _ShimLoader(), is_package=True)
 
 
+LAST_FINDER: ShimFinder | None = None
+
+
 def install(own_folder: str, guarded_lines: set[int], script_file: str) -> ShimFinder:
+    global LAST_FINDER
     finder = ShimFinder(own_folder, guarded_lines, script_file)
     sys.meta_path.append(finder)
+    LAST_FINDER = finder
     return finder
 
 
