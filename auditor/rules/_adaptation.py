@@ -143,13 +143,19 @@ def _trains_local_modules_only(scope: Scope) -> bool:
     """
     function = scope.function
     local: set[str] = set()
+    # locals that only name the given model's parameters: params = [p for p in model.parameters()]
+    views_of_given: set[str] = set()
+    given = re.compile(r"\b(%s)\b" % "|".join(map(re.escape, function.params or ["self"])) + r"|\bself\.")
     optimizers = []
     for node in scope.walk():
         if isinstance(node, cst.Assign):
+            value = scope.code(node.value)
             for target in node.targets:
                 name = _name(target.target)
                 if name and not name.startswith("self."):
                     local.add(name)
+                    if "parameters" in value and given.search(value):
+                        views_of_given.add(name)
         if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func)) and "lr_scheduler" not in _name(node.func):
             optimizers.append(node)
     if not optimizers:
@@ -159,7 +165,7 @@ def _trains_local_modules_only(scope: Scope) -> bool:
             return False
         roots = {n.split(".")[0] for n in re.findall(r"[A-Za-z_][\w.]*", scope.code(call.args[0].value))}
         roots -= {"p", "param", "params", "n", "name", "for", "in", "if", "and", "or", "not", "list", "dict"}
-        if not roots or roots & set(function.params) or not roots <= local:
+        if not roots or roots & set(function.params) or not roots <= local or roots & views_of_given:
             return False
     return True
 
@@ -249,7 +255,7 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
     results: dict[Function, Adaptation] = {}
     trainers: dict[str, Function] = {}
     # Two rounds: first direct steps, then calls to functions that only train.
-    for _ in range(2):
+    for _ in range(4):  # trainers can sit a few calls deep (eval -> global SGD -> step helper)
         for function in list(candidates) + [f for f in analysis.index.functions if f not in candidates and trainers]:
             scope = analysis.scope(function) if function in candidates or _calls_any(function, trainers) else None
             if scope is None:
@@ -270,11 +276,16 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
             break
         trainers.update(new_trainers)
     # A training-only helper called from a score-first loop is part of that loop.
-    for name, trainer in trainers.items():
-        callers = [a for a in results.values() if a.via_call == name]
-        if callers and all(a.order == "score-first" for a in callers) and trainer in results:
-            results[trainer].order = "score-first"
-            results[trainer].score = callers[0].score
+    changed = True
+    while changed:
+        changed = False
+        for name, trainer in trainers.items():
+            callers = [a for a in results.values() if a.via_call == name]
+            if (callers and all(a.order == "score-first" for a in callers) and trainer in results
+                    and results[trainer].order != "score-first"):
+                results[trainer].order = "score-first"
+                results[trainer].score = callers[0].score
+                changed = True
     analysis._adaptations = list(results.values())  # type: ignore[attr-defined]
     return analysis._adaptations  # type: ignore[attr-defined]
 
