@@ -19,7 +19,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from auditor.analysis.config import Config, build_config
 from auditor.analysis.flow import Taint, _Flow, compute_flow
-from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index, own_nodes
 from auditor.analysis.reach import Reach, compute_reach
 from auditor.source import Source, SourceError, decode_text, parse_python, read_bytes_checked
 from auditor.submission import RunConfig, Submission
@@ -79,6 +79,7 @@ class Analysis:
     _cst_cache: dict[int, tuple[cst.Module, dict[int, tuple[int, int]]]] = field(default_factory=dict)
     _scopes: dict[Function, Scope] = field(default_factory=dict)
     _texts: dict[Function, str] = field(default_factory=dict)
+    unparsed: list[Function] = field(default_factory=list)  # functions libcst could not read
 
     @property
     def main(self) -> Unit:
@@ -101,6 +102,17 @@ class Analysis:
     def scope(self, function: Function) -> Scope:
         if function in self._scopes:
             return self._scopes[function]
+        try:
+            scope = self._build_scope(function)
+        except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError):
+            # libcst is stricter than ast on some minified code (`else()`, `and'x'`): the
+            # function cannot be inspected by rules, which then see no statements in it.
+            scope = Scope(function, [], {}, [cst.Module(body=[])])
+            self.unparsed.append(function)
+        self._scopes[function] = scope
+        return scope
+
+    def _build_scope(self, function: Function) -> Scope:
         unit = function.unit
         if function.qualname == MODULE_SCOPE:
             statements, positions, modules = [], {}, []
@@ -117,7 +129,6 @@ class Analysis:
             body = list(node.body.body) if node is not None and isinstance(node.body, cst.IndentedBlock) else (
                 [node.body] if node is not None else [])
             scope = Scope(function, body, positions, [module])
-        self._scopes[function] = scope
         return scope
 
     # --- questions rules ask --------------------------------------------------------
@@ -184,7 +195,7 @@ def analyze_source(source: Source, submission: Submission | None = None, run: Ru
     tree = source.tree if source.tree is not None else parse_python(source.text)
     units = [Unit(source.path, display or str(source.path), source.text, tree, source.packing)]
     if submission is not None:
-        for helper in submission.helper_modules(tree):
+        for helper in _imported_siblings(tree, source.text, source.path):
             try:
                 text = decode_text(read_bytes_checked(helper), what=helper.name)
                 units.append(Unit(helper, _display_beside(units[0].display, helper), text, parse_python(text)))
@@ -192,9 +203,9 @@ def analyze_source(source: Source, submission: Submission | None = None, run: Ru
                 continue  # a helper we cannot read is reported by its own classify run
     index = build_index(units)
     run_config = run if run is not None else (submission.run_config if submission else RunConfig())
-    config = build_config(tree, run_config)
+    config = build_config(tree, run_config, _all_own_nodes(index, units[0]), units[0].text)
     for unit in units[1:]:
-        helper_config = build_config(unit.tree, run_config)
+        helper_config = build_config(unit.tree, run_config, _all_own_nodes(index, unit), unit.text)
         for name, setting in helper_config.settings.items():
             config.settings.setdefault(name, setting)
         for name, setting in helper_config.env_settings.items():
@@ -202,6 +213,31 @@ def analyze_source(source: Source, submission: Submission | None = None, run: Ru
     reach = compute_reach(index, config)
     taint = compute_flow(index)
     return Analysis(index=index, config=config, reach=reach, taint=taint, submission=submission)
+
+
+def _all_own_nodes(index: Index, unit: Unit):
+    for function in index.functions:
+        if function.unit is unit:
+            yield from own_nodes(function)
+
+
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+\.?(\w+)|import[ \t]+([\w., \t]+))", re.M)
+
+
+def _imported_siblings(tree: ast.Module, text: str, script: Path) -> list[Path]:
+    """Python files of the script's folder that it imports (found in the text: no tree walk)."""
+    names: set[str] = set()
+    for match in _IMPORT.finditer(text):
+        if match.group(1):
+            names.add(match.group(1))
+        else:
+            names.update(part.split(" as ")[0].strip().split(".")[0] for part in match.group(2).split(","))
+    found = []
+    for name in sorted(n for n in names if n):
+        candidate = script.parent / f"{name}.py"
+        if candidate.is_file() and candidate != script:
+            found.append(candidate)
+    return found
 
 
 def _display_beside(main_display: str, helper: Path) -> str:

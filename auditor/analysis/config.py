@@ -338,7 +338,9 @@ def _add(config: Config, name: str, expr: ast.expr, line: int) -> None:
 CONFIG_CLASS = re.compile(r"(?i)(hyper|config|args|setting|param|^h$|cfg|options|flags)")
 
 
-def build_config(tree: ast.Module, run: RunConfig) -> Config:
+def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None = None) -> Config:
+    """Settings of a module. `nodes` (every node of its functions, from the index) and
+    `text` spare a walk of the whole tree; without them the tree is walked."""
     config = Config(run=run)
     # Module-level constants and config classes first, then argparse anywhere.
     for stmt in tree.body:
@@ -355,12 +357,19 @@ def build_config(tree: ast.Module, run: RunConfig) -> Config:
                         if is_config or (isinstance(sub, (ast.Assign, ast.AnnAssign)) and sub.value is not None
                                          and _reads_env(sub.value)):
                             _collect_assign(config, sub)
-    for node in ast.walk(tree):
+    lines = text.splitlines() if text is not None else None
+    for node in ast.walk(tree) if nodes is None else nodes:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
             _collect_argparse(config, node)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and _reads_env(node.value if node.value else ast.Constant(None)):
-            _collect_assign(config, node)  # env reads inside functions: x = int(os.environ.get(...))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            if lines is not None and not _ENV_HINT.search("".join(lines[node.lineno - 1:node.end_lineno])):
+                continue
+            if _reads_env(node.value):
+                _collect_assign(config, node)  # env reads inside functions: x = int(os.environ.get(...))
     return config
+
+
+_ENV_HINT = re.compile(r"(?i)env")
 
 
 def _collect_assign(config: Config, stmt: ast.stmt) -> None:

@@ -61,36 +61,17 @@ class _Flow:
 
     def kinds_of(self, function: Function, expr: ast.AST, intrinsic: bool = False) -> set[str]:
         """The taint kinds an expression carries inside `function`."""
-        kinds: set[str] = set()
-        tainted = (self.intrinsic if intrinsic else self.taint.names).get(function, {})
-        for node in _walk_expr(expr):
-            if isinstance(node, (ast.Name, ast.Attribute)):
-                name = dotted(node)
-                if name is None:
-                    if isinstance(node, ast.Attribute):
-                        name = node.attr
-                    else:
-                        continue
-                leaf = name.rsplit(".", 1)[-1]
-                for kind, names in tainted.items():
-                    if name in names:
-                        kinds.add(kind)
-                if _VAL_NAME.search(leaf) or _VAL_NAME.search(name) or _VAL_ATTR.match(leaf):
-                    kinds.add(VAL)
-                if _TRAIN_NAME.match(leaf) or _TRAIN_ATTR.match(leaf):
-                    kinds.add(TRAIN)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if _VAL_STRING.search(node.value):
-                    kinds.add(VAL)
-                if _TRAIN_STRING.search(node.value):
-                    kinds.add(TRAIN)
-            elif isinstance(node, ast.Call):
-                name = call_name(node)
-                if _VAL_CALL.match(name):
-                    kinds.add(VAL)
-                if _TRAIN_CALL.match(name):
-                    kinds.add(TRAIN)
-                kinds |= self.taint.returns.get(name, set())
+        static, names, calls = _expr_facts(expr)
+        kinds = set(static)
+        tainted = (self.intrinsic if intrinsic else self.taint.names).get(function)
+        if tainted:
+            for kind, tainted_names in tainted.items():
+                if kind not in kinds and not tainted_names.isdisjoint(names):
+                    kinds.add(kind)
+        returns = self.taint.returns
+        for name in calls:
+            if name in returns:
+                kinds |= returns[name]
         return kinds
 
     def add(self, function: Function, kind: str, name: str, intrinsic: bool = False) -> None:
@@ -208,6 +189,46 @@ class _Flow:
 _MUTATORS = ("append", "extend", "update", "add", "put", "insert", "copy_")
 _FLOW_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.comprehension,
                ast.withitem, ast.Return, ast.Call, ast.Expr)
+
+
+def _expr_facts(expr: ast.AST) -> tuple[frozenset, frozenset, tuple]:
+    """(kinds from sources, names read, functions called) of an expression; cached, since
+    the fixpoint asks about the same expressions many times."""
+    facts = getattr(expr, "_auditor_facts", None)
+    if facts is not None:
+        return facts
+    static: set[str] = set()
+    names: set[str] = set()
+    calls: list[str] = []
+    for node in _walk_expr(expr):
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            name = dotted(node)
+            if name is None:
+                if isinstance(node, ast.Attribute):
+                    name = node.attr
+                else:
+                    continue
+            names.add(name)
+            leaf = name.rsplit(".", 1)[-1]
+            if _VAL_NAME.search(leaf) or _VAL_NAME.search(name) or _VAL_ATTR.match(leaf):
+                static.add(VAL)
+            if _TRAIN_NAME.match(leaf) or _TRAIN_ATTR.match(leaf):
+                static.add(TRAIN)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _VAL_STRING.search(node.value):
+                static.add(VAL)
+            if _TRAIN_STRING.search(node.value):
+                static.add(TRAIN)
+        elif isinstance(node, ast.Call):
+            name = call_name(node)
+            if _VAL_CALL.match(name):
+                static.add(VAL)
+            if _TRAIN_CALL.match(name):
+                static.add(TRAIN)
+            calls.append(name)
+    facts = (frozenset(static), frozenset(names), tuple(calls))
+    expr._auditor_facts = facts  # kept on the node: it lives as long as the tree
+    return facts
 
 
 def _walk_expr(expr: ast.AST):

@@ -64,19 +64,40 @@ class Function:
         return f"Function({self.qualname}@{self.unit.display}:{self.lineno})"
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def child_nodes(node: ast.AST) -> list[ast.AST]:
+    """ast.iter_child_nodes, about twice as fast (this runs over every node of a file)."""
+    out = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            out.append(value)
+        elif value.__class__ is list:
+            out.extend(item for item in value if isinstance(item, ast.AST))
+    return out
+
+
+def _own_walk(statements: list[ast.stmt]) -> tuple[list[ast.AST], list[ast.AST]]:
+    """(own nodes in source order, directly nested defs/classes) of a body of statements."""
+    nodes, nested = [], []
+    stack = list(reversed(statements))
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        for child in reversed(child_nodes(node)):
+            if isinstance(child, _SCOPES):
+                nested.append(child)
+            elif not isinstance(child, ast.Lambda):
+                stack.append(child)
+    return nodes, nested
+
+
 def own_nodes(function: Function) -> list[ast.AST]:
     """The function's own code in order, not that of nested functions and classes (cached)."""
     if function._own_nodes is None:
-        nodes = []
-        stack = list(reversed(function.body()))
-        while stack:
-            node = stack.pop()
-            nodes.append(node)
-            for child in reversed(list(ast.iter_child_nodes(node))):
-                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                    continue
-                stack.append(child)
-        function._own_nodes = nodes
+        function._own_nodes = _own_walk(function.body())[0]
     return function._own_nodes
 
 
@@ -153,7 +174,8 @@ def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: 
         params += [a.arg for a in args.kwonlyargs]
         function = Function(prefix + stmt.name, stmt.name, stmt, unit, cls, params, top, parent)
         index.functions.append(function)
-        for child in _nested_defs(stmt):
+        function._own_nodes, nested = _own_walk(stmt.body)
+        for child in nested:
             _index_stmt(index, unit, child, top, f"{prefix}{stmt.name}.<locals>.", None, function)
         return
     if isinstance(stmt, ast.ClassDef):
@@ -171,17 +193,3 @@ def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: 
                 for grandchild in ast.iter_child_nodes(child):
                     if isinstance(grandchild, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                         _index_stmt(index, unit, grandchild, top, prefix, cls, parent)
-
-
-def _nested_defs(outer: ast.AST) -> list[ast.AST]:
-    """Defs and classes directly inside `outer` (none in between); deeper ones recurse."""
-    found, stack = [], list(ast.iter_child_nodes(outer))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            found.append(node)
-            continue
-        if isinstance(node, ast.Lambda):
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-    return found
