@@ -26,7 +26,7 @@ def run_rules(analysis: Analysis) -> list[Finding]:
     for rule in all_rules():
         for hit in rule.check(analysis):
             unit = hit.function.unit
-            live, reason = analysis.live(hit.function, hit.line)
+            live, reason = (True, "") if hit.always_live else analysis.live(hit.function, hit.line)
             if hit.severity == "info":
                 if not live:
                     continue

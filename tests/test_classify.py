@@ -355,3 +355,10 @@ def test_stub_whose_payload_cannot_be_read_is_an_error(tmp_path):
     result = classify_paths([tmp_path], use_cache=False)[0]
     assert result.verdict == "error"
     assert "cannot be unpacked" in result.error
+
+
+def test_sibling_script_copying_val_into_train_is_flagged():
+    result = classify_paths([FIX / "record_val_copied"], use_cache=False)[0]
+    hits = [f for f in result.violations if f.rule == "val-data-in-training"]
+    assert result.verdict == "flag" and hits
+    assert "prepare_data.py" in hits[0].message and "copy2" in hits[0].evidence

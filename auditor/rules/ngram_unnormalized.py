@@ -66,6 +66,12 @@ class NgramUnnormalized(Rule):
                    for side in (left, right)):
                 if any(_is_one_minus(f) for side in (left, right) for f in (side.left, side.right)):
                     return [left, right]
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+            # log-sum-exp written by hand: exp(lp_a + log(1 - a) - m) + exp(lp_b + log(a) - m)
+            sides = [node.left, node.right]
+            if all(isinstance(side, cst.Call) and full_name(side.func).rsplit(".", 1)[-1] == "exp" and side.args
+                   for side in sides):
+                return [side.args[0].value for side in sides]
         if isinstance(node, cst.Call) and LOG_MIX.search(full_name(node.func)):
             func = node.func
             receiver = [func.value] if isinstance(func, cst.Attribute) and not full_name(func).startswith(("torch.", "np.", "numpy.")) else []

@@ -11,13 +11,17 @@ from __future__ import annotations
 import ast
 import re
 
+from auditor.analysis import analyze_source
 from auditor.analysis.flow import TRAIN, VAL
-from auditor.analysis.index import own_nodes
+from auditor.analysis.index import call_name, own_nodes
 from auditor.rules._calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
+from auditor.source import Source, SourceError, decode_text, read_bytes_checked
 
 PAID_PREFIX = re.compile(r"(?i)paid_prefix|prefix_blob|val_prefix_tokens")
 STORED_OR_COPIED = re.compile(r"(?i)paid_prefix|prefix_blob|val_prefix_tokens|copy|symlink|rename")
+SIBLING_HINT = re.compile(r"copy|symlink|rename|link\(")
+COPY_CALL = re.compile(r"(?i)^(copy\w*|symlink|link|rename|replace|copyfile)$")
 
 
 class ValDataInTraining(Rule):
@@ -33,16 +37,39 @@ class ValDataInTraining(Rule):
             if not STORED_OR_COPIED.search(analysis.text_of(function)):
                 continue
             for node in own_nodes(function):
-                if isinstance(node, (ast.Assign, ast.Call)) and PAID_PREFIX.search(ast.unparse(node)[:400]) and (
-                        isinstance(node, ast.Call) and re.search(r"(?i)load", ast.unparse(node.func))):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = call_name(node)
+                if re.search(r"(?i)load", name) and PAID_PREFIX.search(ast.unparse(node)[:400]):
                     yield Hit(function, node.lineno, node.lineno,
                               f"{where(function)} loads stored validation tokens (a paid prefix) into the artifact "
                               "used for scoring (rulings on 168, 275)")
                     break
-                if isinstance(node, ast.Call) and re.search(r"(?i)(copy|symlink|link|rename)", ast.unparse(node.func)):
-                    if len(node.args) >= 2 and VAL in analysis.kinds(function, node.args[0]) and TRAIN in analysis.kinds(function, node.args[1]):
-                        yield Hit(function, node.lineno, node.lineno,
-                                  f"{where(function)} copies a validation shard to a training file (ruling on 64)")
+        yield from _val_copied_to_train(analysis)
+        yield from self._sibling_scripts(analysis)
+
+    def _sibling_scripts(self, analysis):
+        """Other scripts of the record folder (data prep, launchers): a val shard copied to train."""
+        submission = analysis.submission
+        if submission is None or not submission.is_record_folder:
+            return
+        analyzed = {unit.path.resolve() for unit in analysis.index.units}
+        for path in sorted(submission.root.glob("*.py")):
+            if path.resolve() in analyzed:
+                continue
+            try:
+                text = decode_text(read_bytes_checked(path), what=path.name)
+            except SourceError:
+                continue
+            if not (SIBLING_HINT.search(text) and "fineweb_val" in text and "fineweb_train" in text):
+                continue
+            try:
+                sibling = analyze_source(Source(path=path, text=text, raw_bytes=b""), display=path.name)
+            except SourceError:
+                continue
+            for hit in _val_copied_to_train(sibling):
+                hit.always_live = True
+                yield hit
 
     VALID = [
         '''
@@ -67,6 +94,18 @@ if __name__ == "__main__":
     main()
 ''',
     ]
+
+
+def _val_copied_to_train(analysis):
+    for function in analysis.index.functions:
+        if not STORED_OR_COPIED.search(analysis.text_of(function)):
+            continue
+        for node in own_nodes(function):
+            if isinstance(node, ast.Call) and COPY_CALL.search(call_name(node)) and len(node.args) >= 2:
+                if VAL in analysis.kinds(function, node.args[0]) and TRAIN in analysis.kinds(function, node.args[1]):
+                    yield Hit(function, node.lineno, node.lineno,
+                              f"{where(function)} copies a validation shard to a training shard path, so the model "
+                              "trains on validation tokens (ruling on 64; challenge README)")
 
 
 RULE = ValDataInTraining()

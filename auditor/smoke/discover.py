@@ -286,7 +286,13 @@ def discover_model(tree: ast.Module) -> Discovery:
         for stmt in body:
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-                    node.value._assigned_to = [ast.unparse(t) for t in node.targets]  # type: ignore[attr-defined]
+                    targets = [ast.unparse(t) for t in node.targets]
+                    # `model = GPT(...).to(device).bfloat16()`: the target names the innermost call too.
+                    value = node.value
+                    while isinstance(value, ast.Call):
+                        value._assigned_to = targets  # type: ignore[attr-defined]
+                        owner = value.func.value if isinstance(value.func, ast.Attribute) else None
+                        value = owner if isinstance(owner, ast.Call) else None
         for call in _calls_in(body):
             name = _called_name(call)
             if name is None or (scope, call.lineno) in seen_calls:
