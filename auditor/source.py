@@ -285,8 +285,20 @@ class _Evaluator:
     def _read_file(self, owner: ast.expr | None) -> str:
         # open("x.py") / Path("x.py") / Path(__file__).with_name("x.py") / Path(__file__).parent / "x.py"
         target = None
+        replaced: set[int] = set()  # literals that name the file being replaced, not the one read
         for sub in ast.walk(owner) if owner is not None else ():
-            if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value.endswith(".py"):
+            # __file__.replace("train_gpt.py", "train_gpt_decode.py") names the second file.
+            if (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "replace"
+                    and len(sub.args) == 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                                                   for a in sub.args)):
+                new = sub.args[1].value
+                if new.endswith(".py"):
+                    target = new
+                    break
+                replaced.add(id(sub.args[0]))
+        for sub in ast.walk(owner) if owner is not None and target is None else ():
+            if (isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value.endswith(".py")
+                    and id(sub) not in replaced):
                 target = sub.value
                 break
         if target is None:

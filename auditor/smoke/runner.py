@@ -139,7 +139,11 @@ def _guarded_import_lines(tree: ast.Module) -> list[int]:
 
 def _executed_sibling(script: Path, tree: ast.Module) -> Path | None:
     """A sibling .py file that a tiny stub script exec()s (`exec(open(...decode.py).read())`)."""
+    replaced = {id(node.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute) and node.func.attr == "replace" and len(node.args) == 2}
     for node in ast.walk(tree):
+        if id(node) in replaced:
+            continue  # __file__.replace("train_gpt.py", "x.py") reads x.py, not the script
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py"):
             candidate = script.parent / Path(node.value).name
             if candidate.is_file() and candidate != script:
@@ -301,11 +305,63 @@ def smoke_path(path: str | Path, options: SmokeOptions | None = None) -> SmokeRe
     started = time.monotonic()
     try:
         submission = load_submission(path)
+    except SourceError as exc:
+        recovered = _script_from_log(Path(path))
+        if recovered is None:
+            raise UnreadablePath(str(exc)) from None
+        try:
+            return _smoke(path, recovered, options, started, [f"no script in the folder: ran the source that "
+                                                                f"{recovered.logs[0].name} starts with"])
+        finally:
+            shutil.rmtree(recovered.root.parent, ignore_errors=True)
+    except OSError as exc:
+        raise UnreadablePath(str(exc)) from None
+    return _smoke(path, submission, options, started, [])
+
+
+_LOG_SEPARATOR = re.compile(r"^\s*([=\-#*~_])\1{19,}\s*$")
+
+
+def _script_from_log(folder: Path):
+    """A Submission for a record folder that has no script but a train log that starts with
+    the script's source (many logs echo it before a `=====` line): that source is what ran."""
+    if not folder.is_dir():
+        return None
+    from auditor.submission import Submission, find_logs, read_run_config
+
+    for log in find_logs(folder):
+        try:
+            lines = log.read_text(errors="replace")[:5_000_000].splitlines(keepends=True)
+        except OSError:
+            continue
+        end = next((i for i, line in enumerate(lines) if _LOG_SEPARATOR.match(line)), None)
+        if not end or end < 20:
+            continue
+        source = "".join(lines[:end]).rstrip() + "\n"
+        try:
+            _parse_or_rewrite(source, log.name)
+        except SourceError:
+            continue
+        work = Path(tempfile.mkdtemp(prefix="auditor-smoke-log-")) / folder.name
+        shutil.copytree(folder, work, symlinks=True)
+        script = work / "train_gpt.py"
+        script.write_text(source, encoding="utf-8")
+        logs = [work / p.relative_to(folder) for p in find_logs(folder)]
+        logs.sort(key=lambda p: p.name != log.name)
+        submission = Submission(root=work, script=script, logs=logs, is_record_folder=True)
+        submission.run_config = read_run_config("", logs, script)
+        return submission
+    return None
+
+
+def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes: list[str]) -> SmokeResult:
+    try:
         script = submission.script
         code_bytes = script.stat().st_size
         text, notes = _prepare_text(script)
     except (SourceError, OSError) as exc:
         raise UnreadablePath(str(exc)) from None
+    notes = extra_notes + notes
     syntax_notes = [n for n in notes if n.startswith("syntax: ")]
     tree = None
     if syntax_notes:
