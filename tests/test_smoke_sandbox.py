@@ -138,3 +138,13 @@ def test_cli_json_and_exit_codes(tmp_path):
 
     missing = runner.invoke(app, ["smoke", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
+
+
+def test_folder_with_only_a_log_smokes_the_source_the_log_starts_with(tmp_path):
+    source = (FIXTURES / "legit" / "train_gpt.py").read_text()
+    (tmp_path / "train.log").write_text(source + "=" * 100 + "\nnum_layers:3\nmodel_params:12345\n")
+    result = smoke_path(tmp_path)
+    assert result.ok, result.error
+    assert result.model["layers"] == 3 and result.config_source == "log"
+    assert any("train.log" in note for note in result.notes)
+    assert list(tmp_path.iterdir()) == [tmp_path / "train.log"]
