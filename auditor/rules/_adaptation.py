@@ -114,58 +114,95 @@ def _score_event(node: cst.CSTNode, scope: Scope) -> bool:
     return False
 
 
-def _delta_names(scope: Scope) -> set[str]:
+_IDENT = re.compile(r"[A-Za-z_][\w.]*")
+_CONSTRUCTOR = re.compile(r"^(?:[\w.]*\.)?[A-Z]\w*\(")  # Foo(...), nn.Parameter(...): a new object
+_NOT_NAMES = {"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"}
+
+
+def _roots(code: str) -> set[str]:
+    return {n.split(".")[0] for n in _IDENT.findall(code)} - _NOT_NAMES
+
+
+def _local_sources(scope: Scope) -> dict[str, set[str]]:
+    """For each local name, the names its value is made of: assignments, `.append(x)`,
+    `.extend(xs)`, and loop variables. A constructor call (`Foo(...)`) is a new object and
+    contributes nothing, so a LoRA built here is local while `[p for p in model.parameters()]`
+    stays tied to `model`."""
+    sources: dict[str, set[str]] = {}
+    for node in scope.walk():
+        if isinstance(node, cst.Assign):
+            code = scope.code(node.value).strip()
+            parts = set() if _CONSTRUCTOR.match(code) else _roots(code)
+            for target in node.targets:
+                for name in _IDENT.findall(scope.code(target.target)):
+                    sources.setdefault(name.split(".")[0], set()).update(parts)
+        elif isinstance(node, cst.For):
+            parts = _roots(scope.code(node.iter))
+            for name in _IDENT.findall(scope.code(node.target)):
+                sources.setdefault(name, set()).update(parts)
+        elif (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+              and node.func.attr.value in ("append", "extend", "add") and node.args):
+            owner = _name(node.func.value).split(".")[0]
+            if owner:
+                sources.setdefault(owner, set()).update(_roots(scope.code(node.args[0].value)))
+    return sources
+
+
+def _closure(names: set[str], sources: dict[str, set[str]]) -> set[str]:
+    seen, stack = set(), list(names)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.extend(sources.get(name, ()))
+    return seen
+
+
+def _optimizer_calls(scope: Scope) -> list[cst.Call]:
+    return [node for node in scope.walk() if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func))
+            and "lr_scheduler" not in _name(node.func)]
+
+
+def _delta_names(scope: Scope, sources: dict[str, set[str]]) -> set[str]:
     """Tensors created here with requires_grad and handed to an optimizer built here (SLOT)."""
     created: set[str] = set()
-    optimized: set[str] = set()
+    fresh: set[str] = set()  # tensors made here from a factory: torch.zeros(...), ...
     for node in scope.walk():
         if isinstance(node, cst.Assign) and len(node.targets) == 1:
             target = _name(node.targets[0].target)
-            value = node.value
-            code = scope.code(value)
-            if not target:
-                continue
-            if re.search(r"requires_grad\s*=\s*True|\.requires_grad_\(\)|nn\.Parameter\(\s*torch\.(zeros|full|empty|randn)", code):
+            code = scope.code(node.value)
+            if target and re.search(r"requires_grad\s*=\s*True|\.requires_grad_\(\)|nn\.Parameter\(\s*torch\.(zeros|full|empty|randn)", code):
                 created.add(target)
+            if target and re.match(r"\s*torch\.(zeros|ones|full|empty|randn)\w*\(", code):
+                fresh.add(target)
         elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "requires_grad_":
-            created.add(_name(node.func.value))
-        if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func)) and node.args:
-            code = scope.code(node.args[0].value)
-            optimized.update(re.findall(r"[A-Za-z_][\w.]*", code))
-    return {name for name in created if name in optimized}
+            # delta.requires_grad_() on a fresh tensor; not p.requires_grad_(True) over model parameters
+            if _name(node.func.value) in fresh:
+                created.add(_name(node.func.value))
+    optimized: set[str] = set()
+    for call in _optimizer_calls(scope):
+        if call.args:
+            optimized |= _closure(_roots(scope.code(call.args[0].value)), sources)
+    return created & optimized
 
 
-def _trains_local_modules_only(scope: Scope) -> bool:
+def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]]) -> bool:
     """True when every optimizer built here optimizes modules that are also built here.
 
     A compile warm-up on a throwaway LoRA, or a diagnostics probe, leaves the evaluated
     model untouched (e.g. 1530's warm-up, deleted before scoring).
     """
     function = scope.function
-    local: set[str] = set()
-    # locals that only name the given model's parameters: params = [p for p in model.parameters()]
-    views_of_given: set[str] = set()
-    given = re.compile(r"\b(%s)\b" % "|".join(map(re.escape, function.params or ["self"])) + r"|\bself\.")
-    optimizers = []
-    for node in scope.walk():
-        if isinstance(node, cst.Assign):
-            value = scope.code(node.value)
-            for target in node.targets:
-                name = _name(target.target)
-                if name and not name.startswith("self."):
-                    local.add(name)
-                    if "parameters" in value and given.search(value):
-                        views_of_given.add(name)
-        if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func)) and "lr_scheduler" not in _name(node.func):
-            optimizers.append(node)
+    given = set(function.params) | {"self"}
+    optimizers = _optimizer_calls(scope)
     if not optimizers:
         return False
     for call in optimizers:
         if not call.args:
             return False
-        roots = {n.split(".")[0] for n in re.findall(r"[A-Za-z_][\w.]*", scope.code(call.args[0].value))}
-        roots -= {"p", "param", "params", "n", "name", "for", "in", "if", "and", "or", "not", "list", "dict"}
-        if not roots or roots & set(function.params) or not roots <= local or roots & views_of_given:
+        roots = _roots(scope.code(call.args[0].value))
+        if not roots or not roots <= set(sources) or _closure(roots, sources) & given:
             return False
     return True
 
@@ -269,8 +306,10 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
                     loops, no_grad = _context(node, scope)
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
             order, update, score = _classify(updates, scores)
+            sources = _local_sources(scope)
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
-                                           _delta_names(scope), via, _trains_local_modules_only(scope))
+                                           _delta_names(scope, sources), via,
+                                           _trains_local_modules_only(scope, sources))
         new_trainers = {f.name: f for f, a in results.items() if a.order == "no-score" and a.adapts_given_model}
         if new_trainers.keys() <= trainers.keys():
             break

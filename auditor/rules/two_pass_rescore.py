@@ -69,6 +69,10 @@ class TwoPassRescore(Rule):
                 if not isinstance(node, cst.Call):
                     continue
                 name = full_name(node.func).rsplit(".", 1)[-1]
+                if name == "load_state_dict" and isinstance(node.func, cst.Attribute):
+                    # weights restored (e.g. the dequantized state) after TTT: a fresh model
+                    trained_models.pop(full_name(node.func.value), None)
+                    continue
                 args = [a.value for a in node.args]
                 if not any(VAL in analysis.kinds(function, a, scope) for a in args):
                     continue
