@@ -133,8 +133,13 @@ class Analysis:
 
     # --- questions rules ask --------------------------------------------------------
 
-    def kinds(self, function: Function, expr: cst.CSTNode | ast.AST, scope: Scope | None = None) -> set[str]:
-        """Taint kinds ('val', 'train') an expression carries in a function."""
+    def kinds(self, function: Function, expr: cst.CSTNode | ast.AST, scope: Scope | None = None,
+              line: int | None = None) -> set[str]:
+        """Taint kinds ('val', 'train') an expression carries in a function (at `line`)."""
+        if line is None and isinstance(expr, ast.AST):
+            line = getattr(expr, "lineno", None)
+        elif line is None and scope is not None:
+            line = scope.positions.get(id(expr), (None, None))[0]
         if isinstance(expr, cst.CSTNode):
             code = (scope or self.scope(function)).code(expr)
             try:
@@ -146,7 +151,7 @@ class Analysis:
                     return set()
         flow = _Flow(self.index)
         flow.taint = self.taint
-        return flow.kinds_of(function, expr)
+        return flow.kinds_of(function, expr, line=line)
 
     def live(self, function: Function, line: int | None = None) -> tuple[bool, str]:
         return self.reach.status(function, line if line is not None else function.lineno)

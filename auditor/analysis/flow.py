@@ -40,6 +40,8 @@ class Taint:
     # What a function's return value carries from its own sources, whatever its arguments:
     # a shard reader called once with a val file and once with a train file returns neither.
     returns: dict[str, set[str]] = field(default_factory=dict)  # function name -> kinds
+    # name -> {line of an assignment: kinds it put in the name}, for flow-sensitive reads.
+    defs: dict[Function, dict[str, dict[int, set[str]]]] = field(default_factory=dict)
     # Names tainted by the function's own sources, not by what callers passed in.
     intrinsic: dict[Function, dict[str, set[str]]] = field(default_factory=dict)
 
@@ -47,6 +49,8 @@ class Taint:
         return self.names.get(function, {}).get(kind, set())
 
 
+_TRAIN_HINT = re.compile(r"(?i)train")
+_VAL_HINT = re.compile(r"(?i)(^|_)val")
 _SOURCE_HINT = re.compile(r"val|train|fineweb|load_|Loader|TokenStream")
 
 
@@ -59,19 +63,43 @@ class _Flow:
         self.changed = False
         self.dirty: set[Function] = set()
 
-    def kinds_of(self, function: Function, expr: ast.AST, intrinsic: bool = False) -> set[str]:
-        """The taint kinds an expression carries inside `function`."""
+    def kinds_of(self, function: Function, expr: ast.AST, intrinsic: bool = False, line: int | None = None) -> set[str]:
+        """The taint kinds an expression carries inside `function` (at `line`, when given).
+
+        With a line, a local name carries what its latest assignment above that line put in
+        it: `x, y = train_loader.next_batch()` in a warm-up loop is training data even if
+        `x` holds validation tokens elsewhere in main(). Without one earlier (a loop's back
+        edge, a parameter), every assignment counts.
+        """
         static, names, calls = _expr_facts(expr)
         kinds = set(static)
         tainted = (self.intrinsic if intrinsic else self.taint.names).get(function)
         if tainted:
+            defs = self.taint.defs.get(function, {}) if line is not None and not intrinsic else {}
+            remaining = names
+            if defs:
+                remaining = set()
+                for name in names:
+                    lines = defs.get(name)
+                    earlier = [l for l in lines if l < line] if lines else None
+                    if earlier:
+                        kinds |= lines[max(earlier)]
+                    else:
+                        remaining.add(name)
             for kind, tainted_names in tainted.items():
-                if kind not in kinds and not tainted_names.isdisjoint(names):
+                if kind not in kinds and not tainted_names.isdisjoint(remaining):
                     kinds.add(kind)
         returns = self.taint.returns
-        for name in calls:
+        for name, receiver in calls:
             if name in returns:
-                kinds |= returns[name]
+                returned = returns[name]
+                # Methods are matched by name across classes: train_loader.next_batch() is
+                # not the val loader's next_batch(), whatever that one returns.
+                if receiver and _TRAIN_HINT.search(receiver):
+                    returned = returned - {VAL}
+                elif receiver and _VAL_HINT.search(receiver):
+                    returned = returned - {TRAIN}
+                kinds |= returned
         return kinds
 
     def add(self, function: Function, kind: str, name: str, intrinsic: bool = False) -> None:
@@ -125,8 +153,24 @@ class _Flow:
                         self.add(function, kind, name, intrinsic)
                     break
 
-    def _assign(self, function: Function, value: ast.AST, target: ast.AST) -> None:
-        kinds = self.kinds_of(function, value)
+    def _assign(self, function: Function, value: ast.AST, target: ast.AST, line: int | None = None) -> None:
+        kinds = self.kinds_of(function, value, line=line)
+        defs = self.taint.defs.setdefault(function, {})
+        if line is not None:
+            for name in _target_names(target):
+                at = defs.setdefault(name, {}).setdefault(line, set())
+                if not kinds <= at:
+                    at |= kinds
+                    self.changed = True
+        if kinds and (line is None or isinstance(target, ast.Subscript)):
+            # A partial write (x[i] = v, x += v, x.append(v)) adds to whatever x holds,
+            # whichever assignment made it: flow-insensitive for mutated containers.
+            base = target.value if isinstance(target, ast.Subscript) else target
+            for name in _target_names(base):
+                for at in defs.get(name, {}).values():
+                    if not kinds <= at:
+                        at |= kinds
+                        self.changed = True
         if kinds:
             self._bind_targets(function, target, kinds)
             own = self.kinds_of(function, value, intrinsic=True)
@@ -136,15 +180,19 @@ class _Flow:
     def _node(self, function: Function, node: ast.AST) -> None:
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                self._assign(function, node.value, target)
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
-            self._assign(function, node.value, node.target)
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                self._assign(function, node.value, target, node.lineno)
+        elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            self._assign(function, node.value, node.target, node.lineno)
+        elif isinstance(node, ast.AugAssign):
+            self._assign(function, node.value, node.target)  # x += v keeps what x held
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            self._assign(function, node.iter, node.target, node.lineno)
+        elif isinstance(node, ast.comprehension):
             self._assign(function, node.iter, node.target)
         elif isinstance(node, ast.withitem) and node.optional_vars is not None:
-            self._assign(function, node.context_expr, node.optional_vars)
+            self._assign(function, node.context_expr, node.optional_vars, node.context_expr.lineno)
         elif isinstance(node, ast.Return) and node.value is not None:
-            kinds = self.kinds_of(function, node.value, intrinsic=True)
+            kinds = self.kinds_of(function, node.value, intrinsic=True, line=node.lineno)
             if kinds:
                 returned = self.taint.returns.setdefault(function.name, set())
                 if not kinds <= returned:
@@ -168,8 +216,8 @@ class _Flow:
         callees = self.index.resolve(name)
         if not callees:
             return
-        arg_kinds = [self.kinds_of(function, a) for a in call.args]
-        kw_kinds = {kw.arg: self.kinds_of(function, kw.value) for kw in call.keywords if kw.arg}
+        arg_kinds = [self.kinds_of(function, a, line=call.lineno) for a in call.args]
+        kw_kinds = {kw.arg: self.kinds_of(function, kw.value, line=call.lineno) for kw in call.keywords if kw.arg}
         if not any(arg_kinds) and not any(kw_kinds.values()):
             return
         for callee in callees:
@@ -225,10 +273,23 @@ def _expr_facts(expr: ast.AST) -> tuple[frozenset, frozenset, tuple]:
                 static.add(VAL)
             if _TRAIN_CALL.match(name):
                 static.add(TRAIN)
-            calls.append(name)
+            receiver = dotted(node.func.value) if isinstance(node.func, ast.Attribute) else None
+            calls.append((name, (receiver or "").rsplit(".", 1)[-1]))
     facts = (frozenset(static), frozenset(names), tuple(calls))
     expr._auditor_facts = facts  # kept on the node: it lives as long as the tree
     return facts
+
+
+def _target_names(target: ast.AST) -> list[str]:
+    """Names an assignment replaces whole (`x`, `a, b`, `self.x`; not `x[i]`)."""
+    if isinstance(target, (ast.Name, ast.Attribute)):
+        name = dotted(target)
+        return [name] if name else []
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for element in target.elts for n in _target_names(element)]
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return []
 
 
 def _walk_expr(expr: ast.AST):

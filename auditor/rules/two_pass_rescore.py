@@ -13,7 +13,9 @@ import re
 
 import libcst as cst
 
+from auditor.analysis.config import Evaluator
 from auditor.analysis.flow import VAL
+from auditor.analysis.index import own_nodes
 from auditor.rules._adaptation import adaptations
 from auditor.rules._patterns import full_name, leaves
 from auditor.rules.base import Hit, Rule, where
@@ -39,15 +41,14 @@ class TwoPassRescore(Rule):
         for function in analysis.index.functions:
             if not analysis.taint.of(function, VAL):
                 continue
-            from auditor.analysis.config import Evaluator
-            from auditor.analysis.index import own_nodes
-
             for node in own_nodes(function):
-                if isinstance(node, ast.If) and RESCORE.search(ast.unparse(node.test)):
-                    if Evaluator(analysis.config).truth(node.test) is not False:
-                        yield Hit(function, node.lineno, node.lineno,
-                                  f"second-pass rescoring in {where(function)} under `{ast.unparse(node.test)[:60]}` "
-                                  "(rulings on 846, 870; Issue #1017 condition 4)")
+                if not isinstance(node, ast.If) or isinstance(node.test, ast.UnaryOp):
+                    continue  # `if not two_pass:` is the single-pass branch
+                if RESCORE.search(ast.unparse(node.test)) and Evaluator(analysis.config).truth(node.test) is not False:
+                    yield Hit(function, node.lineno, node.lineno,
+                              f"second-pass rescoring in {where(function)} under `{ast.unparse(node.test)[:60]}` "
+                              "(rulings on 846, 870; Issue #1017 condition 4)")
+                    break  # one finding per function is enough to point at the second pass
 
     def _rescore_after_training(self, analysis):
         """Caller order: a call that trains on val data, then a call that scores val data with the same model."""
