@@ -12,7 +12,7 @@ from libcst.helpers import get_full_name_for_node
 TARGET = re.compile(r"^(y|ys|yb|y_\w+|\w+_y|tgt\w*|\w*_tgts?|targets?|target_\w+|\w+_targets?|next_tok\w*|nxt\w*|labels?)$")
 # Code that implements an eval-time n-gram / mixture predictor.
 NGRAM = re.compile(r"(?i)ngram|n_gram|backoff|\bppm|_ppm|mixer|hedge|tilt|trigram|bigram_cache|expert")
-CALIBRATION = re.compile(r"(?i)(hessian|calibrat|gptq_collect|collect_stats|_calib\b|calib_)")
+CALIBRATION = re.compile(r"(?i)(hessian|calibrat|gptq_?cal\b|gptq_collect|collect_stats|_calib\b|calib_)")
 
 
 def names_in(node: cst.CSTNode) -> list[str]:
