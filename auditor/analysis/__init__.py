@@ -116,8 +116,18 @@ class Analysis:
         unit = function.unit
         if function.qualname == MODULE_SCOPE:
             statements, positions, modules = [], {}, []
+            # Imports and constant tables hold nothing a rule looks for: parse only runs of
+            # statements that call something, each run in one libcst parse.
+            runs: list[list[ast.stmt]] = [[]]
             for stmt in function.body():
-                module, pos = self._parse_span(unit, _first_line(stmt), stmt.end_lineno)
+                if isinstance(stmt, (ast.Import, ast.ImportFrom)) or not any(
+                        isinstance(n, ast.Call) for n in ast.walk(stmt)):
+                    if runs[-1]:
+                        runs.append([])
+                    continue
+                runs[-1].append(stmt)
+            for run in (r for r in runs if r):
+                module, pos = self._parse_span(unit, _first_line(run[0]), run[-1].end_lineno)
                 statements.extend(module.body)
                 positions.update(pos)
                 modules.append(module)

@@ -17,6 +17,7 @@ from auditor.analysis.flow import VAL
 from auditor.rules._patterns import NGRAM, TARGET, full_name, leaves, mentions_target
 from auditor.rules.base import Rule, where
 
+TARGET_WORD = re.compile(r"\b(y|ys|yb|y_\w+|\w+_y|tgt\w*|\w*_tgts?|targets?|target_\w+|\w+_targets?|next_tok\w*|nxt\w*|labels?)\b")
 CONTEXT = re.compile(r"(?i)(hash|ctx|context|key|prefix|prev|h\d*$|state)")
 
 
@@ -25,7 +26,8 @@ class NgramTargetInKey(Rule):
     prefilter = re.compile(r"\^|hash|\(\s*\w*ctx\w*\s*,")
 
     def relevant(self, analysis, function):
-        return bool(NGRAM.search(analysis.text_of(function)) or analysis.taint.of(function, VAL))
+        text = analysis.text_of(function)
+        return bool((NGRAM.search(text) or analysis.taint.of(function, VAL)) and TARGET_WORD.search(text))
 
     def check_scope(self, analysis, scope):
         function = scope.function

@@ -19,6 +19,7 @@ from auditor.rules.base import Rule, where
 
 TARGET_SCORE = re.compile(r"(?i)(nll|logprob|log_prob|_lp$|^lp_|model_p$|p_model|tgt_p|p_tgt|target_p|p_target|true_p)")
 LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
+MIX_HINT = re.compile(r"\(\s*1(\.0*)?\s*-|logsumexp|logaddexp|exp\([^\n]*\+[^\n]*exp\(")
 
 
 def _is_one_minus(node: cst.CSTNode) -> bool:
@@ -31,6 +32,10 @@ def _is_one_minus(node: cst.CSTNode) -> bool:
 class NgramUnnormalized(Rule):
     id = "ngram-unnormalized"
     prefilter = NGRAM
+
+    def relevant(self, analysis, function):
+        # a mixture shape must be in the text before the function is worth a libcst parse
+        return bool(MIX_HINT.search(analysis.text_of(function)))
 
     def check_scope(self, analysis, scope):
         function = scope.function
