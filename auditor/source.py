@@ -12,6 +12,8 @@ import binascii
 import bz2
 import gzip
 import lzma
+import re
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,11 @@ def _parse_newer_fstrings(text: str) -> ast.Module | None:
     Each f-string is replaced by a plain string with the same number of newlines, so the
     ast keeps every line number; f-string contents (log messages) carry nothing we analyze.
     """
+    if sys.version_info < (3, 12):
+        try:
+            return ast.parse(blank_fstrings(text))  # fast path: a scanner, no libcst parse
+        except SyntaxError:
+            pass
     import libcst as cst
 
     class _Blank(cst.CSTTransformer):
@@ -98,6 +105,68 @@ def _parse_newer_fstrings(text: str) -> ast.Module | None:
         return ast.parse(module.visit(_Blank()).code)
     except Exception:
         return None
+
+
+_STRING_START = re.compile(r"""(?i)(?<![\w.])([rbuf]{0,2})('''|""" + '"""' + r"""|'|")""")
+
+
+def blank_fstrings(text: str) -> str:
+    """Replace every f-string by an empty string of the same line count.
+
+    A scanner, not a parser: it skips comments and plain strings, and inside an f-string's
+    braces it skips nested strings whatever their quotes (what 3.12 allows and 3.11 cannot
+    tokenize)."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out.append(text[i:end])
+            i = end
+            continue
+        match = _STRING_START.match(text, i) if ch in "\"'rRbBuUfF" else None
+        if match is None:
+            out.append(ch)
+            i += 1
+            continue
+        prefix, quote = match.group(1), match.group(2)
+        end = _string_end(text, match.end(), quote, "f" in prefix.lower())
+        if "f" in prefix.lower():
+            newlines = text.count("\n", i, end)
+            out.append('"""' + "\n" * newlines + '"""' if newlines else '""')
+        else:
+            out.append(text[i:end])
+        i = end
+    return "".join(out)
+
+
+def _string_end(text: str, i: int, quote: str, formatted: bool) -> int:
+    """Index just past the closing quote of a string whose body starts at i."""
+    n, depth = len(text), 0
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if formatted and ch == "{":
+            if depth == 0 and text.startswith("{{", i):
+                i += 2
+                continue
+            depth += 1
+        elif formatted and ch == "}" and depth:
+            depth -= 1
+        elif depth and ch in "\"'":
+            nested = '"""' if text.startswith('"""', i) else "'''" if text.startswith("'''", i) else ch
+            i = _string_end(text, i + len(nested), nested, text[i - 1:i].lower() == "f")
+            continue
+        elif not depth and text.startswith(quote, i):
+            return i + len(quote)
+        elif not depth and ch == "\n" and len(quote) == 1:
+            return i  # unterminated: stop at the line end
+        i += 1
+    return n
 
 
 def read_source(path: Path) -> Source:
