@@ -210,7 +210,7 @@ _B2B = {
 _ENCODING_TAG = {
     "b85decode": "b85", "a85decode": "a85", "b32decode": "b32", "b16decode": "hex", "unhexlify": "hex",
 }
-_DECOMPRESSORS = ("lzma", "zlib", "gzip", "bz2")
+_DECOMPRESSORS = ("lzma", "zlib", "gzip", "bz2", "brotli")
 
 
 class _Unknown(Exception):
@@ -240,6 +240,19 @@ def _decompress(module: str, data: bytes, kwargs: dict) -> bytes:
         return _bounded_zlib(data, kwargs.get("wbits", zlib.MAX_WBITS))
     if module == "gzip":
         return _bounded_zlib(data, 16 + zlib.MAX_WBITS)
+    if module == "brotli":
+        try:
+            import brotli  # optional: not in the standard library
+        except ImportError:
+            raise _Unknown("brotli-compressed payload; install the brotli package to unpack it") from None
+        decompressor = brotli.Decompressor()
+        try:  # brotli 1.2 can cap its output, so a bomb stops early
+            out = decompressor.process(data, output_buffer_limit=MAX_UNPACKED_BYTES + 1)
+        except TypeError:
+            out = decompressor.process(data)
+        if len(out) > MAX_UNPACKED_BYTES:
+            raise _Unknown("decompressed payload too large")
+        return out
     if module == "bz2":
         dec = bz2.BZ2Decompressor()
         out = dec.decompress(data, max_length=MAX_UNPACKED_BYTES + 1)
@@ -252,12 +265,14 @@ def _decompress(module: str, data: bytes, kwargs: dict) -> bytes:
 class _Evaluator:
     """Evaluates the tiny expression language of packer stubs over literals."""
 
-    def __init__(self, aliases: dict[str, str], names: dict[str, ast.expr], folder: Path):
+    def __init__(self, aliases: dict[str, str], names: dict[str, list[tuple[int, ast.expr]]], folder: Path,
+                 line: int):
         self.aliases = aliases  # local name -> module name (import lzma as L)
-        self.names = names  # module-level NAME = <expr> assignments
+        self.names = names  # module-level NAME = <expr> assignments, in order, with their lines
         self.folder = folder
         self.steps: list[str] = []
         self.depth = 0
+        self.line = line  # a name means its latest assignment above this line (S = S.decode())
 
     def value(self, node: ast.expr):
         self.depth += 1
@@ -272,22 +287,33 @@ class _Evaluator:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
-            if node.id in self.names:
-                return self.value(self.names[node.id])
-            raise _Unknown(node.id)
+            earlier = [(line, expr) for line, expr in self.names.get(node.id, ()) if line < self.line]
+            if not earlier:
+                raise _Unknown(node.id)
+            line, expr = earlier[-1]
+            outer, self.line = self.line, line
+            try:
+                return self.value(expr)
+            finally:
+                self.line = outer
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             module = self.aliases.get(node.value.id, node.value.id)
             if module == "lzma" and hasattr(lzma, node.attr):
                 return getattr(lzma, node.attr)
             if module == "zlib" and hasattr(zlib, node.attr):
                 return getattr(zlib, node.attr)
-            raise _Unknown(ast.dump(node))
+            raise _Unknown(f"{module}.{node.attr}")
         if isinstance(node, (ast.List, ast.Tuple)):
             return [self.value(e) for e in node.elts]
         if isinstance(node, ast.Dict):
             return {self.value(k): self.value(v) for k, v in zip(node.keys, node.values) if k is not None}
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             return self.value(node.left) + self.value(node.right)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # lzma preset flags
+            left, right = self.value(node.left), self.value(node.right)
+            if isinstance(left, int) and isinstance(right, int):
+                return left | right
+            raise _Unknown("BinOp")
         if isinstance(node, ast.Call):
             return self._call(node)
         raise _Unknown(type(node).__name__)
@@ -318,6 +344,20 @@ class _Evaluator:
             if name == "encode":
                 value = self.value(owner)
                 return value.encode() if isinstance(value, str) else value
+            if name == "replace" and len(args) == 2:
+                value = self.value(owner)
+                old, new = self.value(args[0]), self.value(args[1])
+                if isinstance(value, (str, bytes)) and type(old) is type(value) and type(new) is type(value):
+                    return value.replace(old, new)
+                raise _Unknown("replace")
+            if name == "join" and len(args) == 1:
+                separator, parts = self.value(owner), self.value(args[0])
+                if isinstance(parts, type(separator)) and isinstance(separator, (str, bytes)):
+                    return separator.join([parts])  # "".join(("a" "b")) is one implicit concatenation
+                if isinstance(separator, (str, bytes)) and isinstance(parts, list) and all(
+                        type(p) is type(separator) for p in parts):
+                    return separator.join(parts)
+                raise _Unknown("join")
         if name in _B2B:
             data = self.value(args[0])
             if isinstance(data, str):
@@ -399,17 +439,17 @@ def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | 
     if not any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "exec"
                for s in tree.body):
         return None
-    names: dict[str, ast.expr] = {}
+    names: dict[str, list[tuple[int, ast.expr]]] = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            names[stmt.targets[0].id] = stmt.value
+            names.setdefault(stmt.targets[0].id, []).append((stmt.lineno, stmt.value))
     aliases = _import_aliases(tree)
     failure = ""
     for stmt in tree.body:
         call = stmt.value if isinstance(stmt, ast.Expr) else None
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "exec" and call.args):
             continue
-        evaluator = _Evaluator(aliases, names, folder)
+        evaluator = _Evaluator(aliases, names, folder, stmt.lineno)
         try:
             payload = evaluator.value(call.args[0])
         except (_Unknown, ValueError, TypeError, KeyError, IndexError, LookupError, lzma.LZMAError, zlib.error, OSError) as exc:
