@@ -80,6 +80,7 @@ class Analysis:
     _scopes: dict[Function, Scope] = field(default_factory=dict)
     _texts: dict[Function, str] = field(default_factory=dict)
     unparsed: list[Function] = field(default_factory=list)  # functions libcst could not read
+    _parsed_code: dict[str, ast.AST] = field(default_factory=dict)  # libcst code -> ast, for kinds()
 
     @property
     def main(self) -> Unit:
@@ -151,14 +152,18 @@ class Analysis:
         elif line is None and scope is not None:
             line = scope.positions.get(id(expr), (None, None))[0]
         if isinstance(expr, cst.CSTNode):
-            code = (scope or self.scope(function)).code(expr)
-            try:
-                expr = ast.parse(code.strip(), mode="eval")
-            except SyntaxError:
+            code = (scope or self.scope(function)).code(expr).strip()
+            parsed = self._parsed_code.get(code)
+            if parsed is None:
                 try:
-                    expr = ast.parse(code.strip())
+                    parsed = ast.parse(code, mode="eval")
                 except SyntaxError:
-                    return set()
+                    try:
+                        parsed = ast.parse(code)
+                    except SyntaxError:
+                        parsed = ast.Constant(None)
+                self._parsed_code[code] = parsed
+            expr = parsed
         flow = _Flow(self.index)
         flow.taint = self.taint
         return flow.kinds_of(function, expr, line=line)

@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass, field
 
 from auditor.analysis.config import UNKNOWN, Config, Evaluator
-from auditor.analysis.index import MODULE_SCOPE, Function, Index, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, child_nodes, own_nodes
 
 ALWAYS_LIVE_METHODS = {"__init__", "__post_init__", "__call__", "forward", "__enter__", "__exit__", "__iter__",
                        "__next__", "__getitem__", "__len__"}
@@ -197,16 +197,22 @@ class _Walker:
             self._collect(stmt)
 
     def _collect(self, node: ast.AST) -> None:
-        for sub in ast.walk(node):
+        """Names a live statement references. Nested defs are walked when they are reached."""
+        stack = [node]
+        while stack:
+            sub = stack.pop()
             if isinstance(sub, ast.Name):
                 self.referenced_names.add(sub.id)
             elif isinstance(sub, ast.Attribute):
                 self.referenced_attrs.add(sub.attr)
-            elif isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value.isidentifier():
-                # getattr(obj, "name"), registries of functions by name
-                self.referenced_attrs.add(sub.value)
-            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            elif isinstance(sub, ast.Constant):
+                if isinstance(sub.value, str) and sub.value.isidentifier():
+                    # getattr(obj, "name"), registries of functions by name
+                    self.referenced_attrs.add(sub.value)
                 continue
+            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and sub is not node:
+                continue
+            stack.extend(child_nodes(sub))
 
 
 def _terminates(stmts: list[ast.stmt]) -> bool:
