@@ -23,9 +23,14 @@ class TTTScoreFirst(Rule):
             score = adaptation.score
             guard = " under no_grad/inference_mode" if score.no_grad else ""
             start, end = adaptation.scope.lines(update.node)
-            yield Hit(adaptation.function, start, end,
-                      f"score-first TTT in {where(adaptation.function)}: tokens are scored (line {score.line}{guard}) "
-                      f"before the gradient step on them (line {update.line}); legal (PR 549)", severity="info")
+            function = adaptation.function
+            if function.lineno <= score.line <= function.end_lineno:
+                how = f"tokens are scored (line {score.line}{guard}) before the gradient step on them (line {update.line})"
+            else:  # a training helper whose callers score first
+                how = (f"the gradient step (line {update.line}) runs from a loop that scores the tokens first "
+                       f"(line {score.line}{guard})")
+            yield Hit(function, start, end, f"score-first TTT in {where(function)}: {how}; legal (PR 549)",
+                      severity="info")
 
     # Fixit's convention: INVALID snippets produce a report (here an info), VALID ones do not.
     INVALID = TTTTrainBeforeScore.VALID
