@@ -362,3 +362,17 @@ def test_sibling_script_copying_val_into_train_is_flagged():
     hits = [f for f in result.violations if f.rule == "val-data-in-training"]
     assert result.verdict == "flag" and hits
     assert "prepare_data.py" in hits[0].message and "copy2" in hits[0].evidence
+
+
+def test_generic_copy_helper_in_a_sibling_script_is_not_a_leak(tmp_path):
+    """A download helper called once for a val shard and once for a train shard copies
+    each to its own place (a merged record ships one like it)."""
+    shutil.copytree(FIX / "record_val_copied", tmp_path / "record")
+    (tmp_path / "record" / "prepare_data.py").write_text(
+        "import shutil\n\n\n"
+        "def get(name):\n"
+        "    shutil.copy2('/cache/' + name, './data/' + name)\n\n\n"
+        "get('fineweb_val_000000.bin')\n"
+        "get('fineweb_train_000000.bin')\n"
+    )
+    assert classify_paths([tmp_path / "record"], use_cache=False)[0].verdict == "clean"

@@ -165,7 +165,7 @@ class Analysis:
     # --- questions rules ask --------------------------------------------------------
 
     def kinds(self, function: Function, expr: cst.CSTNode | ast.AST, scope: Scope | None = None,
-              line: int | None = None) -> set[str]:
+              line: int | None = None, intrinsic: bool = False) -> set[str]:
         """Taint kinds ('val', 'train') an expression carries in a function (at `line`)."""
         if line is None and isinstance(expr, ast.AST):
             line = getattr(expr, "lineno", None)
@@ -186,7 +186,7 @@ class Analysis:
             expr = parsed
         flow = _Flow(self.index)
         flow.taint = self.taint
-        return flow.kinds_of(function, expr, line=line)
+        return flow.kinds_of(function, expr, intrinsic=intrinsic, line=line)
 
     def live(self, function: Function, line: int | None = None) -> tuple[bool, str]:
         return self.reach.status(function, line if line is not None else function.lineno)

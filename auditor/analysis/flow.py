@@ -58,10 +58,13 @@ class _Flow:
     def __init__(self, index: Index):
         self.index = index
         self.taint = Taint()
-        # Taint from the function's own sources only (no parameter bindings): for returns.
-        self.intrinsic = self.taint.intrinsic
         self.changed = False
         self.dirty: set[Function] = set()
+
+    @property
+    def intrinsic(self) -> dict:
+        """Taint from the function's own sources only (no parameter bindings): for returns."""
+        return self.taint.intrinsic
 
     def kinds_of(self, function: Function, expr: ast.AST, intrinsic: bool = False, line: int | None = None) -> set[str]:
         """The taint kinds an expression carries inside `function` (at `line`, when given).
