@@ -1,6 +1,7 @@
 """Accuracy of `auditor classify` on the labelled real corpus.
 
     python bench/classify_corpus.py MIRROR [--labels ../shared/corpus/labels-dev.tsv] [--verbose]
+    python bench/classify_corpus.py MIRROR --merged      # every record merged into main
 
 MIRROR is the bare git mirror of openai/parameter-golf that the library's `fetch` gives.
 Each labelled PR's record folder is extracted at its pinned commit into a temp dir and
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._mirror import extract_folder  # noqa: E402
+from bench._mirror import extract_folder, git  # noqa: E402
 
 from auditor.classify import classify_path  # noqa: E402
 
@@ -34,7 +35,11 @@ def main() -> int:
     parser.add_argument("--labels", type=Path, default=Path(__file__).resolve().parents[2] / "shared/corpus/labels-dev.tsv")
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--only", help="comma-separated PR numbers")
+    parser.add_argument("--merged", action="store_true",
+                        help="instead: classify every record folder merged into main (all should be clean)")
     args = parser.parse_args()
+    if args.merged:
+        return merged_records(args.mirror)
     rows = list(csv.DictReader(args.labels.open(), delimiter="\t"))
     if args.only:
         wanted = set(args.only.split(","))
@@ -83,6 +88,24 @@ def main() -> int:
                 print(f"        {f.severity:9s} L{f.line} {f.rule}: {f.message[:200]}")
             if result.error:
                 print(f"        error: {result.error}")
+    return 0
+
+
+def merged_records(mirror: Path) -> int:
+    """Records the maintainers merged: a flag here is a false accusation or a real slip."""
+    folders = []
+    for track in ("records/track_10min_16mb", "records/track_non_record_16mb"):
+        listing = git(mirror, "ls-tree", "-d", "--name-only", "HEAD", track + "/") or ""
+        folders += [line for line in listing.splitlines() if line]
+    counts = {"clean": 0, "flag": 0, "error": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for number, folder in enumerate(folders):
+            result = classify_path(extract_folder(mirror, "HEAD", folder, Path(tmp) / str(number)))
+            counts[result.verdict] += 1
+            if result.verdict != "clean":
+                rules = sorted({f.rule for f in result.violations})
+                print(f"  {result.verdict:5s} {folder} {rules or result.error}")
+    print(f"merged record folders: {len(folders)}  clean={counts['clean']} flag={counts['flag']} error={counts['error']}")
     return 0
 
 
