@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def run_rules(analysis: Analysis) -> list[Finding]:
             if key not in findings:
                 findings[key] = Finding(rule.id, severity, hit.line, max(hit.end_line, hit.line), message, evidence[:300])
     promote_implausible_scores(analysis, findings)
+    promote_declared_features(analysis, findings)
     order = {"violation": 0, "dormant": 1, "info": 2}
     return sorted(findings.values(), key=lambda f: (order[f.severity], f.line, f.rule))
 
@@ -53,6 +55,42 @@ def run_rules(analysis: Analysis) -> list[Finding]:
 # the closed n-gram PRs claimed 0.09-0.5). A claim below it says the cache path ran.
 IMPLAUSIBLE_BPB = 0.9
 CACHE_RULES = ("ngram-target-in-key", "ngram-unnormalized", "two-pass-rescore")
+
+
+# What a submission says its result used, in its own words (submission.json name/blurb).
+DECLARED = {
+    "ttt-train-before-score": (re.compile(r"\bTTT\b|test[- ]time train", re.I), ("ttt-score-first",)),
+    "slot-scored-region": (re.compile(r"\bSLOT\b"), ()),
+    "ngram-target-in-key": (re.compile(r"n-?gram", re.I), ()),
+    "ngram-unnormalized": (re.compile(r"n-?gram", re.I), ()),
+}
+
+
+def promote_declared_features(analysis: Analysis, findings: dict) -> None:
+    """With no run command and no log, the submission's own description is the evidence:
+    a result described as using TTT, when the only TTT is behind a flag that is off by
+    default and nothing legal of that kind runs, came from that path (e.g. PR 595)."""
+    submission = analysis.submission
+    if submission is None or submission.run_config.sources:
+        return
+    try:
+        data = submission.read_submission_json()
+    except SourceError:
+        return
+    if not isinstance(data, dict):
+        return
+    described = " ".join(str(data.get(key, "")) for key in ("name", "blurb", "techniques", "description"))
+    for key, finding in list(findings.items()):
+        if finding.severity != "dormant" or finding.rule not in DECLARED or "is false (" not in finding.message:
+            continue
+        pattern, legal_twins = DECLARED[finding.rule]
+        live_same_kind = any(f.severity in ("violation", "info") and f.rule in (finding.rule, *legal_twins)
+                             for f in findings.values())
+        if live_same_kind or not pattern.search(described):
+            continue
+        message = (f"{finding.message} [counted as run: no run command or train log shows the configuration, and "
+                   "submission.json describes the result as using it]")
+        findings[key] = Finding(finding.rule, "violation", finding.line, finding.end_line, message, finding.evidence)
 
 
 def claimed_bpb(submission: Submission | None) -> float | None:

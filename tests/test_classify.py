@@ -376,3 +376,42 @@ def test_generic_copy_helper_in_a_sibling_script_is_not_a_leak(tmp_path):
         "get('fineweb_train_000000.bin')\n"
     )
     assert classify_paths([tmp_path / "record"], use_cache=False)[0].verdict == "clean"
+
+
+DORMANT_TTT = '''import os
+import torch
+
+TTT_ENABLED = bool(int(os.environ.get("TTT_ENABLED", "0")))
+
+
+def ttt_adapt(model, optimizer, val_tokens, epochs=3):
+    for epoch in range(epochs):
+        loss = model(val_tokens[:-1], val_tokens[1:])
+        loss.backward()
+        optimizer.step()
+
+
+def main():
+    val_tokens = load_validation_tokens("fineweb_val_*.bin")
+    model = build_model()
+    if TTT_ENABLED:
+        ttt_adapt(model, make_optimizer(model), val_tokens)
+    print(eval_val(model, val_tokens))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.parametrize("readme,verdict", [
+    ("# 10L + TTT\n", "flag"),  # nothing says how it ran; the submission says TTT: it ran
+    ("# 10L + TTT\n```bash\nTTT_ENABLED=0 torchrun --nproc_per_node=8 train_gpt.py\n```\n", "clean"),
+])
+def test_a_described_feature_counts_only_without_a_run_configuration(tmp_path, readme, verdict):
+    (tmp_path / "train_gpt.py").write_text(DORMANT_TTT)
+    (tmp_path / "README.md").write_text(readme)
+    (tmp_path / "submission.json").write_text(json.dumps({"name": "10L + AdamW TTT", "val_bpb": 1.11}))
+    result = classify_paths([tmp_path], use_cache=False)[0]
+    assert result.verdict == verdict
+    assert {f.rule for f in result.findings} == {"ttt-train-before-score"}
