@@ -7,7 +7,6 @@ Every command (classify, claims, smoke, reproduce, review) starts from here.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import dataclass, field
@@ -62,25 +61,6 @@ class Submission:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise SourceError(f"submission.json is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-
-    def helper_modules(self, tree: ast.Module) -> list[Path]:
-        """Python files of the submission's folder that the (parsed) script imports."""
-        if self.script is None:
-            return []
-        names: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names.add(node.module.split(".")[0])
-            elif isinstance(node, ast.ImportFrom) and node.level and node.module:
-                names.add(node.module.split(".")[0])
-        found = []
-        for name in sorted(names):
-            candidate = self.script.parent / f"{name}.py"
-            if candidate.is_file() and candidate != self.script:
-                found.append(candidate)
-        return found
 
 
 def _read_optional(path: Path | None, limit: int = 5_000_000) -> str:
