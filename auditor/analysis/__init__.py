@@ -9,6 +9,7 @@ single functions (`Scope`), parsed lazily per top-level statement: libcst costs 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from itertools import zip_longest
 from dataclasses import dataclass, field
@@ -24,6 +25,26 @@ from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_in
 from auditor.analysis.reach import Reach, compute_reach
 from auditor.source import Source, SourceError, decode_text, parse_python, read_bytes_checked
 from auditor.submission import RunConfig, Submission
+
+
+_CHILD_FIELDS: dict[type, list[str]] = {}
+
+
+def cst_children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """A node's children from its dataclass fields: three times faster than libcst's
+    `children` (which visits to find them). Statements keep their order; inside an
+    expression the order can differ (a keyword before its value), which no rule relies on."""
+    names = _CHILD_FIELDS.get(type(node))
+    if names is None:
+        names = _CHILD_FIELDS[type(node)] = [f.name for f in dataclasses.fields(node)]
+    out = []
+    for name in names:
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            out.extend(item for item in value if isinstance(item, cst.CSTNode))
+    return out
 
 
 @dataclass
@@ -70,7 +91,7 @@ class Scope:
             nodes.append(node)
             if parent is not None:
                 parents[id(node)] = parent
-            for child in reversed(node.children):
+            for child in reversed(cst_children(node)):
                 if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
                     continue
                 stack.append((child, node))
