@@ -110,6 +110,7 @@ class Analysis:
     _texts: dict[Function, str] = field(default_factory=dict)
     unparsed: list[Function] = field(default_factory=list)  # functions libcst could not read
     _parsed_code: dict[str, ast.AST] = field(default_factory=dict)  # libcst code -> ast, for kinds()
+    _memo: dict[str, object] = field(default_factory=dict)
 
     @property
     def main(self) -> Unit:
@@ -211,6 +212,12 @@ class Analysis:
 
     def live(self, function: Function, line: int | None = None) -> tuple[bool, str]:
         return self.reach.status(function, line if line is not None else function.lineno)
+
+    def memo(self, key: str, compute):
+        """A result several rules share (e.g. the TTT loop analysis), computed once."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def functions_matching(self, pattern: re.Pattern) -> list[Function]:
         return [f for f in self.index.functions if pattern.search(self.text_of(f))]

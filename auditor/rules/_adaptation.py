@@ -285,18 +285,19 @@ def _is_epoch_loop(loop: cst.CSTNode) -> bool:
 
 def adaptations(analysis: Analysis) -> list[Adaptation]:
     """Every function that takes gradient steps on validation data, classified. Cached."""
-    cached = getattr(analysis, "_adaptations", None)
-    if cached is not None:
-        return cached
-    candidates = [f for f in analysis.index.functions if _may_train_on_val(analysis, f)]
+    return analysis.memo("adaptations", lambda: _find_adaptations(analysis))
+
+
+def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
     results: dict[Function, Adaptation] = {}
     trainers: dict[str, Function] = {}
-    # Two rounds: first direct steps, then calls to functions that only train.
-    for _ in range(4):  # trainers can sit a few calls deep (eval -> global SGD -> step helper)
-        for function in list(candidates) + [f for f in analysis.index.functions if f not in candidates and trainers]:
-            scope = analysis.scope(function) if function in candidates or _calls_any(function, trainers) else None
-            if scope is None:
-                continue
+    # First the functions with direct steps; then, round by round, the functions that call
+    # a function found to only train (trainers sit a few calls deep: eval -> global SGD ->
+    # step helper). A function is looked at again only when it calls a newly found trainer.
+    to_visit = [f for f in analysis.index.functions if _may_train_on_val(analysis, f)]
+    for _ in range(4):
+        for function in to_visit:
+            scope = analysis.scope(function)
             updates, via = _update_events(analysis, scope, trainers)
             if not updates:
                 continue
@@ -310,10 +311,12 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
                                            _delta_names(scope, sources), via,
                                            _trains_local_modules_only(scope, sources))
-        new_trainers = {f.name: f for f, a in results.items() if a.order == "no-score" and a.adapts_given_model}
-        if new_trainers.keys() <= trainers.keys():
+        new_trainers = {f.name: f for f, a in results.items()
+                        if a.order == "no-score" and a.adapts_given_model and f.name not in trainers}
+        if not new_trainers:
             break
         trainers.update(new_trainers)
+        to_visit = [f for f in analysis.index.functions if _calls_any(analysis, f, new_trainers)]
     # A training-only helper called from a score-first loop is part of that loop.
     changed = True
     while changed:
@@ -325,8 +328,7 @@ def adaptations(analysis: Analysis) -> list[Adaptation]:
                 results[trainer].order = "score-first"
                 results[trainer].score = callers[0].score
                 changed = True
-    analysis._adaptations = list(results.values())  # type: ignore[attr-defined]
-    return analysis._adaptations  # type: ignore[attr-defined]
+    return list(results.values())
 
 
 def _may_train_on_val(analysis: Analysis, function: Function) -> bool:
@@ -345,8 +347,6 @@ def _may_train_on_val(analysis: Analysis, function: Function) -> bool:
     return False
 
 
-def _calls_any(function: Function, trainers: dict[str, Function]) -> bool:
-    if not trainers:
-        return False
-    text = function.source()
+def _calls_any(analysis: Analysis, function: Function, trainers: dict[str, Function]) -> bool:
+    text = analysis.text_of(function)
     return any(f"{name}(" in text for name in trainers)

@@ -24,9 +24,10 @@ class CalibrationCall:
 
 
 def calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
-    cached = getattr(analysis, "_calibration_calls", None)
-    if cached is not None:
-        return cached
+    return analysis.memo("calibration_calls", lambda: _find_calibration_calls(analysis))
+
+
+def _find_calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
     found = []
     for function in analysis.index.functions:
         if CALIBRATION.search(function.qualname):
@@ -42,5 +43,4 @@ def calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
                     # a calibration function that opens its own loader on train_files
                     kinds |= {k for k, names in analysis.taint.intrinsic.get(callee, {}).items() if names}
                 found.append(CalibrationCall(function, node, kinds))
-    analysis._calibration_calls = found  # type: ignore[attr-defined]
     return found
