@@ -24,6 +24,28 @@ RESCORE = re.compile(r"(?i)(rescore|two_pass|twopass|second_pass|pass_?2|full_re
 SCORER = re.compile(r"(?i)(eval|score)")
 
 
+_TTT_EVAL_PAIR = '''
+def main():
+    val_tokens = load_validation_tokens("fineweb_val_*.bin")
+    model = build_model()
+    print({first}(model, val_tokens))
+    print({second}(model, val_tokens))
+
+def eval_val(model, val_tokens):
+    return model.nll(val_tokens)
+
+def eval_val_ttt(model, val_tokens):
+    loss_sum = 0.0
+    for chunk in val_tokens.split(64):
+        loss_sum += model.nll(chunk).item()
+        model.nll(chunk).backward()
+    return loss_sum
+
+if __name__ == "__main__":
+    main()
+'''
+
+
 class TwoPassRescore(Rule):
     id = "two-pass-rescore"
 
@@ -90,49 +112,10 @@ class TwoPassRescore(Rule):
                                            f"trained on those tokens at line {trained_models[model]} "
                                            "(ruling on 991; Issue #1017 condition 4)")
 
-    VALID = [
-        '''
-def main():
-    val_tokens = load_validation_tokens("fineweb_val_*.bin")
-    model = build_model()
-    print(eval_val(model, val_tokens))
-    print(eval_val_ttt(model, val_tokens))
-
-def eval_val(model, val_tokens):
-    return model.nll(val_tokens)
-
-def eval_val_ttt(model, val_tokens):
-    loss_sum = 0.0
-    for chunk in val_tokens.split(64):
-        loss_sum += model.nll(chunk).item()
-        model.nll(chunk).backward()
-    return loss_sum
-
-if __name__ == "__main__":
-    main()
-''',
-    ]
+    # Legal and illegal twins: the same two evaluations, in the two orders.
+    VALID = [_TTT_EVAL_PAIR.format(first="eval_val", second="eval_val_ttt")]
     INVALID = [
-        '''
-def main():
-    val_tokens = load_validation_tokens("fineweb_val_*.bin")
-    model = build_model()
-    print(eval_val_ttt(model, val_tokens))
-    print(eval_val(model, val_tokens))
-
-def eval_val(model, val_tokens):
-    return model.nll(val_tokens)
-
-def eval_val_ttt(model, val_tokens):
-    loss_sum = 0.0
-    for chunk in val_tokens.split(64):
-        loss_sum += model.nll(chunk).item()
-        model.nll(chunk).backward()
-    return loss_sum
-
-if __name__ == "__main__":
-    main()
-''',
+        _TTT_EVAL_PAIR.format(first="eval_val_ttt", second="eval_val"),
         '''
 def ngram_rescore(val_tokens, cache, model_probs):
     return sum(cache.mix(model_probs[i], val_tokens[:i]) for i in range(len(val_tokens)))
