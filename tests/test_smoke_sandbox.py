@@ -41,6 +41,8 @@ def test_legit_submission_builds_and_runs_forward():
     assert result.code_bytes == (FIXTURES / "legit" / "train_gpt.py").stat().st_size
     assert result.forward["ok"] is True
     assert result.config_source == "defaults"
+    assert result.isolation["sandbox"].startswith("bwrap ")
+    assert result.isolation["computed_by_auditor"]["code_bytes"] == result.code_bytes
 
 
 def test_env_override_changes_the_model_and_names_the_source():
@@ -87,20 +89,20 @@ def test_secrets_are_not_visible(monkeypatch):
     assert "SECRETS-NONE" in result.error["message"]
 
 
-def test_network_is_unreachable_when_isolation_is_available(monkeypatch):
+def test_network_is_unreachable(monkeypatch):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    threading.Thread(target=lambda: server.accept(), daemon=True).start()
-    monkeypatch.setenv("SMOKE_TEST_PORT", str(server.getsockname()[1]))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
     try:
-        result = smoke("hostile_socket")
+        # A plain setting passes to the child like a README's NUM_LAYERS=11 would.
+        result = smoke("hostile_socket", env={"SMOKE_TEST_PORT": str(server.getsockname()[1])})
     finally:
         server.close()
-    if result.isolation.get("network") is not True:
-        assert any("network isolation" in note for note in result.notes)
-        pytest.skip(f"no network namespace here: {result.isolation.get('network')}")
+    assert result.isolation["sandbox"].startswith("bwrap ")
     assert "NETWORK-BLOCKED" in result.error["message"]
+    assert accepted == []
 
 
 def test_infinite_loop_hits_the_timeout_and_nothing_survives(monkeypatch):
@@ -117,8 +119,8 @@ def test_fork_loop_is_stopped_and_nothing_survives(monkeypatch):
     monkeypatch.setenv(marker, "1")
     result = smoke("hostile_fork", limits=Limits(wall_seconds=30, max_processes=64))
     assert result.status == "fail"
-    assert result.error["kind"] in ("exception", "timeout")
-    assert "process limit" in result.error["message"] or result.error["kind"] == "timeout"
+    assert result.error["kind"] == "exception"
+    assert "process limit (64) reached" in result.error["message"]
     assert result.seconds < 30
     assert marked_processes(marker) == []
 

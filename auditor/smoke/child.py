@@ -1,15 +1,18 @@
 """The code that runs inside the smoke child process (never in the auditor's).
 
-Usage: python child.py SPEC.json. The spec (written by sandbox.py) names the prepared
-source, the working copy, the limits and the model calls found statically. The child
-confines itself first (cgroup, network namespace, rlimits), then installs import shims,
-imports the submission as a module without running its entry point, builds the model on
-the meta device (and on CPU for one forward pass when asked), and writes RESULT.json.
+Usage: python child.py SPEC.json. The spec (written by runner.py) names the prepared
+source, the working copy, the limits, the shims module and the model calls found
+statically. Under bubblewrap (auditor/sandbox.py) the child is already confined when it
+starts: this file and the shims are the only auditor code it can see. Unsandboxed
+(--no-sandbox) it sets rlimits itself. It installs import shims, imports the submission as
+a module without running its entry point, builds the model on the meta device (and on CPU
+for one forward pass when asked), and writes the result as JSON to the result pipe
+($AUDITOR_RESULT_FD). Everything it reports can be forged by the submission's code, which
+runs in the same process: the parent marks it as reported, not computed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -17,60 +20,25 @@ import sys
 import time
 import traceback
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-
-
 def confine(spec: dict) -> dict:
-    """Apply the isolation the spec asks for; return notes on what could be applied."""
-    notes: dict = {}
-    procs_file = spec.get("cgroup_procs")
-    if procs_file:
-        try:
-            with open(procs_file, "w") as handle:
-                handle.write(str(os.getpid()))
-            notes["cgroup"] = True
-        except OSError as exc:
-            notes["cgroup"] = f"not applied: {exc.strerror}"
-    if spec.get("isolate_network", True):
-        notes["network"] = _unshare_network()
+    """Rlimits (again, in case the launcher could not set them); the sandbox did the rest."""
     limits = spec["limits"]
     resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
     resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 5))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
-    if os.geteuid() != 0:
-        # Root ignores RLIMIT_NPROC; the cgroup (or the parent's watchdog) covers that case.
-        current = resource.getrlimit(resource.RLIMIT_NPROC)[0]
-        wanted = limits["max_processes"] + _own_process_count()
-        if current == resource.RLIM_INFINITY or wanted < current:
-            resource.setrlimit(resource.RLIMIT_NPROC, (wanted, wanted))
-    return notes
+    return {}
 
 
-def _own_process_count() -> int:
-    uid = os.getuid()
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    count += 1
-            except OSError:
-                pass
-    return count
+def load_shims(path: str):
+    """Our shims module, loaded from its file under a name no submission uses."""
+    import importlib.util
 
-
-def _unshare_network() -> str | bool:
-    """A new, empty network namespace (no interfaces up, not even loopback)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
-        if libc.unshare(flags) != 0:
-            return f"not available: unshare failed ({os.strerror(ctypes.get_errno())})"
-        return True
-    except (OSError, AttributeError) as exc:
-        return f"not available: {exc}"
+    module_spec = importlib.util.spec_from_file_location("auditor_smoke_shims", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules["auditor_smoke_shims"] = module
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def patch_torch(torch) -> None:
@@ -106,8 +74,7 @@ def run(spec: dict) -> dict:
     sys.argv = [script]
     sys.dont_write_bytecode = True
 
-    from auditor.smoke import shims  # our code, before any submission code runs
-
+    shims = sys.modules["auditor_smoke_shims"]  # our code, loaded before any submission code runs
     finder = shims.install(workdir, set(spec.get("guarded_lines", [])), script)
     try:
         import torch
@@ -353,8 +320,7 @@ def _loss_from(torch, out, targets):
 
 
 def classify(exc: BaseException, script: str, stage: str) -> dict:
-    from auditor.smoke import shims
-
+    shims = sys.modules["auditor_smoke_shims"]
     message = f"{type(exc).__name__}: {exc}"[:500]
     frame = _last_own_frame(exc, script)
     cause = exc
@@ -394,22 +360,31 @@ def _last_own_frame(exc: BaseException, script: str) -> str | None:
     return last
 
 
+def _write_result(result: dict) -> None:
+    data = json.dumps(result, default=str).encode()
+    fd = int(os.environ.get("AUDITOR_RESULT_FD", "-1"))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as handle:
         spec = json.load(handle)
-    # Our own package, for the shims; the submission's folder comes first later.
-    sys.path.insert(0, spec["auditor_root"])
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+    # Nothing of the auditor on sys.path: siblings of this file would shadow the submission's modules.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    load_shims(spec["shims"])
     notes = confine(spec)
     try:
         result = run(spec)
     except BaseException as exc:  # noqa: BLE001 - anything left is the submission's doing
         result = {"status": "fail", "error": classify(exc, spec["script"], "smoke")}
     result["isolation"] = notes
-    tmp = spec["result"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, default=str)
-    os.replace(tmp, spec["result"])
+    try:
+        _write_result(result)
+    except OSError:
+        pass
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # skip atexit handlers and threads the submission may have left

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from auditor.sandbox import SandboxUnavailable
 from auditor.smoke.runner import SmokeOptions, UnreadablePath, smoke_path
 from auditor.smoke.sandbox import GIB, Limits
 
@@ -30,6 +31,7 @@ def smoke(
     memory_gb: float = typer.Option(8.0, "--memory-gb", help="Address-space limit of the child, GiB."),
     cpu_seconds: int = typer.Option(120, "--cpu-seconds", help="CPU-time limit of the child, seconds."),
     timeout: float = typer.Option(120.0, "--timeout", help="Wall-clock limit per submission, seconds."),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Run the code WITHOUT bubblewrap (unsafe)."),
 ) -> None:
     if output_format not in ("text", "json"):
         raise typer.BadParameter("--format must be text or json")
@@ -38,12 +40,19 @@ def smoke(
         env=_parse_env(env or []),
         forward=forward,
         limits=Limits(memory_bytes=int(memory_gb * GIB), cpu_seconds=cpu_seconds, wall_seconds=timeout),
+        sandbox=not no_sandbox,
     )
+    if no_sandbox:
+        typer.echo("WARNING: --no-sandbox: the submissions' code runs with your user's files, network and "
+                   "processes in reach (only rlimits and a scrubbed environment)", err=True)
     results = []
     unreadable = failed = False
     for path in paths:
         try:
             result = smoke_path(path, options)
+        except SandboxUnavailable as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except UnreadablePath as exc:
             unreadable = True
             if output_format == "text":

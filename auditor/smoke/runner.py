@@ -7,7 +7,9 @@ choosing the configuration); everything that runs submission code happens in the
 from __future__ import annotations
 
 import ast
+import os
 import re
+import stat
 import shutil
 import tempfile
 import time
@@ -16,12 +18,15 @@ from pathlib import Path
 
 from auditor.smoke.discover import discover_model, strip_entry_calls
 from auditor.smoke.fstrings import rewrite_nested_fstrings
+from auditor.sandbox import SandboxTool, SandboxUnavailable, find_bwrap
 from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
 from auditor.source import MAX_PACK_DEPTH, SourceError, decode_text, find_exec_payload, parse_python, read_bytes_checked
 from auditor.submission import load_submission
 
 FAILURE_KINDS = ("syntax", "missing-module", "cuda-required", "timeout", "memory", "model-not-found", "exception")
 _MAX_COPIED_FILE = 50_000_000
+_MAX_COPIED_TOTAL = 256_000_000  # the whole copy: many sparse 49 MB files are not 49 MB each of data
+_MAX_COPIED_FILES = 2000
 _IMPORT_HANDLERS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 
@@ -36,6 +41,7 @@ class SmokeOptions:
     forward: bool = False
     limits: Limits = field(default_factory=Limits)
     keep_temp: bool = False
+    sandbox: bool = True  # False (--no-sandbox): run the submission's code with no namespaces at all
 
 
 @dataclass
@@ -203,20 +209,55 @@ def _prepare_text(script: Path) -> tuple[str, list[str]]:
     return text, notes
 
 
-def _copy_record(root: Path, script: Path, is_record: bool, dest: Path) -> Path:
-    """A temporary copy of the record folder (or, for a lone script, its .py siblings)."""
-    dest.mkdir(parents=True)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if is_record else sorted(root.glob("*.py"))
-    for path in files:
+def _record_files(root: Path, script: Path, is_record: bool) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The files of the record folder to copy (or, for a lone script, its .py siblings).
+
+    Regular files only, no links (nor anything under a linked folder), at most
+    _MAX_COPIED_FILE each and _MAX_COPIED_TOTAL in all (the script first), so a folder of
+    sparse or huge files costs a bounded copy. Returns (host path, relative path), notes.
+    """
+    candidates: list[Path] = []
+    if is_record:
+        for folder, dirs, names in os.walk(root, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(folder, d)))
+            candidates.extend(Path(folder) / name for name in sorted(names))
+            if len(candidates) > 10 * _MAX_COPIED_FILES:
+                break
+    else:
+        candidates = sorted(root.glob("*.py"))
+    candidates.sort(key=lambda p: p != script)
+    chosen: list[tuple[Path, str]] = []
+    total = 0
+    skipped = 0
+    for path in candidates:
         try:
-            if path.is_symlink() or path.stat().st_size > _MAX_COPIED_FILE:
-                continue
-            target = dest / path.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            info = path.lstat()
         except OSError:
             continue
-    return dest / script.relative_to(root)
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        if info.st_size > _MAX_COPIED_FILE or total + info.st_size > _MAX_COPIED_TOTAL or len(chosen) >= _MAX_COPIED_FILES:
+            skipped += 1
+            continue
+        total += info.st_size
+        chosen.append((path, path.relative_to(root).as_posix()))
+    notes = [f"{skipped} files of the folder not copied (copy bounded to {_MAX_COPIED_TOTAL // 1_000_000} MB, "
+             f"{_MAX_COPIED_FILES} files)"] if skipped else []
+    return chosen, notes
+
+
+def _copy_files(files: list[tuple[Path, str]], dest: Path) -> None:
+    """Host copy for the unsandboxed child: no link followed, no FIFO opened, sizes as listed."""
+    from auditor.sandbox import read_child_file
+
+    dest.mkdir(parents=True)
+    for path, rel in files:
+        data = read_child_file(path, _MAX_COPIED_FILE)
+        if data is None:
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 _DISTRIBUTED_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
@@ -385,44 +426,98 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
 
     discovery = discover_model(tree)
     text = strip_entry_calls(text, discovery.entry_calls)
+    tool = _sandbox_tool() if options.sandbox else None
+    if options.sandbox and tool is None:
+        raise SandboxUnavailable(NO_SANDBOX_MESSAGE)
+    computed = {"code_bytes": code_bytes, "script_sha256": _sha256(script)}
+    record_files, copy_notes = _record_files(submission.root, script, submission.is_record_folder)
+    notes = notes + copy_notes
     run_dir = Path(tempfile.mkdtemp(prefix="auditor-smoke-"))
     try:
-        workdir_script = _copy_record(submission.root, script, submission.is_record_folder, run_dir / "record")
         prepared = run_dir / "prepared.py"
         prepared.write_text(text, encoding="utf-8")
+        script_rel = script.relative_to(submission.root).as_posix() if submission.is_record_folder else script.name
         spec = {
-            "workdir": str(workdir_script.parent if not submission.is_record_folder else run_dir / "record"),
-            "script": str(workdir_script),
-            "source": str(prepared),
+            "workdir_rel": "." if submission.is_record_folder else os.path.dirname(script_rel) or ".",
+            "script_rel": script_rel,
+            "prepared_path": str(prepared),
             "guarded_lines": _guarded_import_lines(tree),
             "candidates": [c.to_json() for c in discovery.candidates],
             "forward": options.forward,
-            "isolate_network": True,
         }
-        outcome = run_child(spec, run_dir, scrubbed_environment(_parent_environment(), env), options.limits)
+        host_record = None
+        if tool is None:
+            host_record = run_dir / "record"
+            _copy_files(record_files, host_record)
+        outcome = run_child(spec, run_dir, scrubbed_environment(_parent_environment(), env), options.limits,
+                            record_files, tool, host_record)
     finally:
         if not options.keep_temp:
             shutil.rmtree(run_dir, ignore_errors=True)
     notes = notes + outcome.notes
     if outcome.survivors_killed > 1:
         notes.append(f"killed {outcome.survivors_killed} leftover processes")
+    isolation = _isolation(outcome, computed)
     if outcome.result is None:
-        return result(status="fail", error=_error_without_result(outcome, options.limits), notes=notes)
+        return result(status="fail", error=_error_without_result(outcome, options.limits), notes=notes,
+                      isolation=isolation)
     child = outcome.result
-    isolation = child.get("isolation", {})
-    if isolation.get("network") is not True:
-        notes.append(f"network isolation {isolation.get('network', 'not available')}")
+    status = child.get("status") if child.get("status") in ("ok", "fail") else "fail"
     return result(
-        status=child.get("status", "fail"),
+        status=status,
         seconds=time.monotonic() - started,
-        model=child.get("model"),
-        error=child.get("error"),
-        import_seconds=child.get("import_seconds"),
-        shimmed=child.get("shimmed", {}),
-        forward=child.get("forward"),
+        model=_dict_or_none(child.get("model")),
+        error=_dict_or_none(child.get("error")) if status == "fail" else None,
+        import_seconds=child.get("import_seconds") if isinstance(child.get("import_seconds"), (int, float)) else None,
+        shimmed={str(k): str(v) for k, v in child.get("shimmed", {}).items()} if isinstance(child.get("shimmed"), dict) else {},
+        forward=_dict_or_none(child.get("forward")),
         isolation=isolation,
-        notes=notes + [n for n in child.get("build_notes", []) if "built on CPU" in n],
+        notes=notes + [str(n) for n in child.get("build_notes", []) if isinstance(n, str) and "built on CPU" in n],
     )
+
+
+NO_SANDBOX_MESSAGE = ("refusing to run the submission's code without a sandbox: no working bubblewrap (bwrap) here. "
+                      "Install it (Debian/Ubuntu: apt-get install bubblewrap; without root: pip install "
+                      "'auditor[sandbox]') or pass --no-sandbox to run it unconfined at your own risk")
+
+_TOOL: list = []
+
+
+def _sandbox_tool() -> SandboxTool | None:
+    if not _TOOL:
+        _TOOL.append(find_bwrap())
+    return _TOOL[0]
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(read_bytes_checked(path)).hexdigest()
+    except (SourceError, OSError):
+        return None
+
+
+def _dict_or_none(value) -> dict | None:
+    return value if isinstance(value, dict) else None
+
+
+def _isolation(outcome, computed: dict) -> dict:
+    """How the code ran, and which fields the auditor computed versus the submission's code reported."""
+    if outcome.sandbox is not None:
+        how = {"sandbox": outcome.sandbox, "network": "none (new network namespace)", "namespaces":
+               "user, pid, net, ipc, uts, cgroup", "seccomp": _seccomp_state()}
+    else:
+        how = {"sandbox": None, "network": "host network (UNSANDBOXED, --no-sandbox)"}
+    how["computed_by_auditor"] = computed
+    how["reported_by_submission_code"] = ["status", "model", "forward", "error", "import_seconds", "shimmed"]
+    return how
+
+
+def _seccomp_state() -> str:
+    from auditor.sandbox import seccomp_filter
+
+    return "filter applied" if seccomp_filter() is not None else "not available on this architecture"
 
 
 def _parent_environment() -> dict[str, str]:

@@ -1,31 +1,41 @@
-"""Running the smoke child: scrubbed environment, limits, timeout, and no survivors.
+"""Running the smoke child under auditor.sandbox (bubblewrap): layout, limits, the result.
 
-The child (child.py) confines itself before any submission code runs: it joins a pids
-cgroup when one can be made here, moves into a new network namespace and sets rlimits.
-This side starts it in a new session, watches the process count and the wall clock, and
-afterwards kills every process the run left: the cgroup's, the session's, and any process
-carrying the run's marker variable (a process that called setsid() still has it).
+Inside the sandbox the child sees:
+    /sandbox/record/...        a copy of the record folder in a size-limited tmpfs (writable)
+    /sandbox/prepared.py       the unpacked source, /sandbox/spec.json (read-only data)
+    /sandbox/auditor/          child.py and the shims (read-only data), nothing else of ours
+    /tmp                       a size-limited tmpfs (HOME and TMPDIR)
+    the interpreter, its stdlib and site-packages, /usr (read-only)
+and nothing of the host's home, /etc, the auditor's source, caches or the parent's processes.
+The result comes back on a pipe; stdout and stderr through pipes into files the parent made.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
-GIB = 1024**3
+from auditor.sandbox import (
+    GIB,
+    MIB,
+    ResourceLimits,
+    SandboxSpec,
+    SandboxTool,
+    allowlisted_environment,
+    python_binds,
+    run_sandboxed,
+)
+
 SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
-RUN_MARKER = "AUDITOR_SMOKE_RUN"
-_CGROUP_V1_PIDS = Path("/sys/fs/cgroup/pids")
-_CGROUP_V2 = Path("/sys/fs/cgroup")
 _CHILD = Path(__file__).with_name("child.py")
-_AUDITOR_ROOT = Path(__file__).resolve().parents[2]
+_SHIMS = Path(__file__).with_name("shims.py")
+SANDBOX_ROOT = "/sandbox"
+SANDBOX_RECORD = "/sandbox/record"
+MAX_RESULT_BYTES = 4 * MIB
 
 
 @dataclass
@@ -35,17 +45,19 @@ class Limits:
     wall_seconds: float = 120.0
     max_processes: int = 256  # threads count too (torch starts a pool)
     file_bytes: int = 1 * GIB
+    tmpfs_bytes: int = 768 * 1024**2  # the writable record copy and /tmp, each
 
 
 @dataclass
 class ChildOutcome:
-    result: dict | None  # what child.py wrote, None when it died first
+    result: dict | None  # what child.py reported (the submission's code could forge it), None when nothing valid
     returncode: int | None
     seconds: float
     stopped_by: str | None = None  # "timeout", "cpu", "processes" when a limit ended it
     stderr_tail: str = ""
     survivors_killed: int = 0
     notes: list[str] = field(default_factory=list)
+    sandbox: str | None = None  # "bwrap 0.8.0 (/usr/bin/bwrap, system)", None when unsandboxed
 
 
 def is_secret_name(name: str) -> bool:
@@ -54,185 +66,99 @@ def is_secret_name(name: str) -> bool:
 
 
 def scrubbed_environment(base: dict[str, str], run_env: dict[str, str]) -> dict[str, str]:
-    """The inherited environment less secrets and proxies, plus the run configuration."""
-    env = {k: v for k, v in base.items() if not is_secret_name(k)}
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "LD_PRELOAD", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    # The configuration the submission ran with comes from its own README and logs.
-    env.update(run_env)
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "2")
+    """The child's environment: an allowlist (nothing inherited but locale and time zone)
+    plus the run configuration's plain settings (never LD_*/PYTHON* and the like)."""
+    env, _dropped = allowlisted_environment(run_env, inherited=base)
     return env
 
 
-def _make_cgroup(max_processes: int) -> Path | None:
-    """A pids cgroup for this run (v1 or v2), or None where this machine allows none."""
-    name = f"auditor-smoke-{uuid.uuid4().hex[:12]}"
-    for parent in (_CGROUP_V1_PIDS, _CGROUP_V2):
-        if not (parent / "cgroup.procs").exists():
-            continue
-        group = parent / name
-        try:
-            group.mkdir()
-        except OSError:
-            continue
-        try:
-            (group / "pids.max").write_text(str(max_processes))
-            return group
-        except OSError:
-            try:
-                group.rmdir()
-            except OSError:
-                pass
-    return None
+def run_child(spec: dict, run_dir: Path, env: dict[str, str], limits: Limits,
+              record_files: list[tuple[Path, str]], tool: Optional[SandboxTool],
+              host_workdir: Optional[Path] = None) -> ChildOutcome:
+    """Run child.py on `spec` under bwrap (tool) or, with tool None, unsandboxed.
 
-
-def _cgroup_pids(group: Path) -> list[int]:
-    try:
-        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _cgroup_hit_limit(group: Path) -> bool:
-    try:
-        return any(
-            line.startswith("max ") and int(line.split()[1]) > 0
-            for line in (group / "pids.events").read_text().splitlines()
-        )
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def _session_pids(session: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and fields[3] == str(session) and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def _marked_pids(marker: str) -> list[int]:
-    needle = f"{RUN_MARKER}={marker}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            if needle in Path(f"/proc/{entry}/environ").read_bytes():
-                pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
-def _kill_everything(session: int, group: Path | None, marker: str) -> int:
-    """SIGKILL every process of the run until none is left; return how many were killed."""
-    killed: set[int] = set()
-    for _ in range(50):
-        pids = set(_session_pids(session)) | set(_marked_pids(marker))
-        if group is not None:
-            pids |= set(_cgroup_pids(group))
-        pids.discard(os.getpid())
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
-    return len(killed)
-
-
-def run_child(spec: dict, run_dir: Path, env: dict[str, str], limits: Limits) -> ChildOutcome:
-    """Run child.py on `spec` (workdir, script, source, candidates, ...) under `limits`."""
-    marker = uuid.uuid4().hex
-    group = _make_cgroup(limits.max_processes)
-    result_path = run_dir / "result.json"
+    record_files: (host file, path relative to the record) to copy into the sandbox's
+    record folder. Unsandboxed, the caller has copied them into host_workdir already.
+    spec's paths are filled in here (they differ inside and outside the sandbox).
+    """
     spec = dict(spec)
-    spec.update(
-        result=str(result_path),
-        auditor_root=str(_AUDITOR_ROOT),
-        cgroup_procs=str(group / "cgroup.procs") if group else None,
-        limits={
-            "memory_bytes": limits.memory_bytes,
-            "cpu_seconds": limits.cpu_seconds,
-            "max_processes": limits.max_processes,
-            "file_bytes": limits.file_bytes,
-        },
-    )
-    spec_path = run_dir / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    env = dict(env)
-    env[RUN_MARKER] = marker
-    env["HOME"] = str(run_dir)
-    env["TMPDIR"] = str(run_dir)
-    stderr_path = run_dir / "stderr.txt"
-    started = time.monotonic()
-    stopped_by = None
-    with open(run_dir / "stdout.txt", "wb") as out, open(stderr_path, "wb") as err:
-        child = subprocess.Popen(
-            [sys.executable, "-B", str(_CHILD), str(spec_path)],
-            cwd=spec["workdir"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
+    resource_limits = ResourceLimits(memory_bytes=limits.memory_bytes, cpu_seconds=limits.cpu_seconds,
+                                     file_bytes=limits.file_bytes, max_processes=limits.max_processes)
+    spec["limits"] = {"memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
+                      "max_processes": limits.max_processes, "file_bytes": limits.file_bytes}
+    prepared = Path(spec.pop("prepared_path"))
+    if tool is not None:
+        rel_workdir = spec.pop("workdir_rel")
+        spec.update(
+            workdir=os.path.normpath(f"{SANDBOX_RECORD}/{rel_workdir}"),
+            script=f"{SANDBOX_RECORD}/{spec.pop('script_rel')}",
+            source=f"{SANDBOX_ROOT}/prepared.py",
+            shims=f"{SANDBOX_ROOT}/auditor/auditor_smoke_shims.py",
         )
-        try:
-            while child.poll() is None:
-                elapsed = time.monotonic() - started
-                if elapsed > limits.wall_seconds:
-                    stopped_by = "timeout"
-                    break
-                if group is not None and _cgroup_hit_limit(group):
-                    stopped_by = "processes"
-                    break
-                if group is None and len(_session_pids(child.pid)) > limits.max_processes // 4:
-                    # No cgroup here: count the session's processes ourselves.
-                    stopped_by = "processes"
-                    break
-                time.sleep(0.1)
-        finally:
-            survivors = _kill_everything(child.pid, group, marker)
-            child.wait()
-    seconds = time.monotonic() - started
-    if group is not None:
-        try:
-            group.rmdir()
-        except OSError:
-            pass
-    if stopped_by is None and child.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and not result_path.exists():
-        stopped_by = "cpu" if child.returncode == -signal.SIGXCPU else None
+        sandbox_spec = SandboxSpec(
+            argv=[os.path.realpath(sys.executable), "-B", "-E", "-s", f"{SANDBOX_ROOT}/auditor/child.py",
+                  f"{SANDBOX_ROOT}/spec.json"],
+            workdir=spec["workdir"],
+            readonly_binds=python_binds(),
+            copied_files=[(str(host), f"{SANDBOX_RECORD}/{rel}") for host, rel in record_files],
+            data_files=[
+                (json.dumps(spec).encode(), f"{SANDBOX_ROOT}/spec.json"),
+                (prepared.read_bytes(), f"{SANDBOX_ROOT}/prepared.py"),
+                (_CHILD.read_bytes(), f"{SANDBOX_ROOT}/auditor/child.py"),
+                (_SHIMS.read_bytes(), f"{SANDBOX_ROOT}/auditor/auditor_smoke_shims.py"),
+            ],
+            tmpfs=["/tmp", SANDBOX_ROOT],
+            tmpfs_size=limits.tmpfs_bytes,
+            env=env,
+            limits=resource_limits,
+            timeout_s=limits.wall_seconds,
+            max_result_bytes=MAX_RESULT_BYTES,
+        )
+    else:
+        assert host_workdir is not None
+        rel_workdir = spec.pop("workdir_rel")
+        spec.update(
+            workdir=os.path.normpath(str(host_workdir / rel_workdir)),
+            script=str(host_workdir / spec.pop("script_rel")),
+            source=str(prepared),
+            shims=str(_SHIMS),
+        )
+        spec_path = run_dir / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        env = dict(env, HOME=str(run_dir), TMPDIR=str(run_dir))
+        sandbox_spec = SandboxSpec(
+            argv=[sys.executable, "-B", "-E", "-s", str(_CHILD), str(spec_path)],
+            workdir=spec["workdir"],
+            env=env,
+            limits=resource_limits,
+            timeout_s=limits.wall_seconds,
+            max_result_bytes=MAX_RESULT_BYTES,
+        )
+    outcome = run_sandboxed(sandbox_spec, run_dir / "stdout.txt", run_dir / "stderr.txt", tool=tool,
+                            allow_unsandboxed=tool is None)
     result = None
-    if result_path.exists() and stopped_by is None:
-        try:
-            result = json.loads(result_path.read_text())
-        except (OSError, ValueError):
-            result = None
-    tail = ""
-    try:
-        tail = stderr_path.read_bytes()[-4000:].decode("utf-8", "replace")
-    except OSError:
-        pass
-    notes = [] if group is not None else ["no pids cgroup here: process count watched from outside"]
+    notes = list(outcome.notes)
+    if outcome.result is not None and outcome.stopped_by is None:
+        if outcome.result_truncated:
+            notes.append(f"result over {MAX_RESULT_BYTES} bytes: ignored")
+        else:
+            try:
+                parsed = json.loads(outcome.result.decode("utf-8", "replace"))
+                result = parsed if isinstance(parsed, dict) else None
+            except ValueError:
+                result = None
+            if result is None:
+                notes.append("result on the channel was not a JSON object: ignored")
+    stopped_by = outcome.stopped_by
+    if stopped_by is None and outcome.returncode in (-9,) and result is None and outcome.seconds >= limits.cpu_seconds:
+        stopped_by = "cpu"
     return ChildOutcome(
         result=result,
-        returncode=child.returncode,
-        seconds=seconds,
+        returncode=outcome.returncode,
+        seconds=outcome.seconds,
         stopped_by=stopped_by,
-        stderr_tail=tail,
-        survivors_killed=survivors,
+        stderr_tail=outcome.stderr_tail,
+        survivors_killed=outcome.killed,
         notes=notes,
+        sandbox=outcome.tool_version,
     )
