@@ -81,7 +81,7 @@ RESULT_FD_VARIABLE = "AUDITOR_RESULT_FD"
 RUN_MARKER = "AUDITOR_SANDBOX_RUN"
 
 # Names that the inherited environment may contribute (values are harmless, never secrets).
-INHERITED_ALLOWLIST = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_MESSAGES", "TZ")
+INHERITED_ALLOWLIST = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_MESSAGES", "TZ")
 # Run-configuration names that change how the loader or interpreter starts, or are ours.
 _FORBIDDEN_PREFIXES = ("LD_", "PYTHON", "GLIBC_", "MALLOC_", "DYLD_", "AUDITOR_", "BASH_FUNC_")
 _FORBIDDEN_NAMES = {"BASH_ENV", "ENV", "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "NLSPATH",
@@ -240,8 +240,8 @@ def allowlisted_environment(run_env: dict[str, str], extra: Optional[dict[str, s
             env[name] = value
         else:
             dropped.append(name)
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update({
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "USER": "nobody",
