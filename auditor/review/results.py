@@ -1,0 +1,344 @@
+"""The one place that reads the other commands' result types, for review and SARIF.
+
+classify, claims, smoke and reproduce each have their own result object; the renderers under
+auditor/report/ (markdown, sarif) and the batch store read them only through the plain views
+built here. Every reader goes through the object's `to_json()` (or an already-decoded dict,
+as the batch workers and the SQLite store pass them), so a change of those shapes is absorbed
+in this file alone.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+# --- classify ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FindingView:
+    rule: str
+    severity: str  # violation | dormant | info
+    path: str  # as classify reported it (filesystem path)
+    line: int
+    end_line: int
+    message: str
+    evidence: str = ""
+    # Line numbers of a packed script count lines of the decoded source, not of the file.
+    decoded: bool = False
+
+
+@dataclass(frozen=True)
+class ClassifyView:
+    path: str  # the main script, as classify reported it
+    verdict: str  # clean | flag | error
+    error: str | None
+    findings: tuple[FindingView, ...]
+
+    @property
+    def violations(self) -> list[FindingView]:
+        return [f for f in self.findings if f.severity == "violation"]
+
+    @property
+    def dormant(self) -> list[FindingView]:
+        return [f for f in self.findings if f.severity == "dormant"]
+
+    @property
+    def info(self) -> list[FindingView]:
+        return [f for f in self.findings if f.severity == "info"]
+
+    @property
+    def rules(self) -> list[str]:
+        return sorted({f.rule for f in self.violations})
+
+
+_OTHER_FILE = re.compile(r"in ([\w.-]+\.py): ")
+_PACKED = re.compile(r"of the decoded source; the file is packed")
+
+
+def _as_dict(result: Any) -> dict:
+    if result is None:
+        return {}
+    if isinstance(result, dict):
+        return result
+    return result.to_json()
+
+
+def _results_list(data: dict) -> list[dict]:
+    """A per-command result, or the {"results": [...]} envelope of a batch."""
+    if "results" in data and isinstance(data["results"], list):
+        return data["results"]
+    return [data]
+
+
+def classify_view(result: Any) -> ClassifyView:
+    """One classify result (FileResult, its JSON, or a one-result envelope)."""
+    data = _results_list(_as_dict(result))[0]
+    main_path = str(data.get("path", ""))
+    findings = []
+    for raw in data.get("findings", []) or []:
+        message = str(raw.get("message", ""))
+        path = raw.get("path")
+        if not path:
+            # Before findings carried their own path, a sibling file was named in the message.
+            match = _OTHER_FILE.match(message)
+            path = str(Path(main_path).parent / match.group(1)) if match else main_path
+        line = int(raw.get("line") or raw.get("start_line") or 0)
+        end_line = int(raw.get("end_line") or line)
+        extras = raw.get("extras") or {}
+        decoded = bool(_PACKED.search(message) or (isinstance(extras, dict) and extras.get("packing")))
+        findings.append(FindingView(
+            rule=str(raw.get("rule") or raw.get("check") or "?"),
+            severity=str(raw.get("severity", "violation")),
+            path=str(path),
+            line=line,
+            end_line=max(end_line, line),
+            message=message,
+            evidence=str(raw.get("evidence") or ""),
+            decoded=decoded,
+        ))
+    return ClassifyView(main_path, str(data.get("verdict", "error")), data.get("error"), tuple(findings))
+
+
+# --- claims -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimFindingView:
+    check: str
+    severity: str  # violation | warning | info
+    message: str
+    claimed: Any = None
+    observed: Any = None
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    seed: str
+    log: str
+    val_bpb: str
+    claimed: str
+    artifact_bytes: int | None
+    train_s: float | None
+    eval_s: float | None
+
+
+@dataclass(frozen=True)
+class ClaimsView:
+    track: str
+    error: str | None
+    claimed_bpb: str | None  # as printed by the submission
+    measured_bpb: float | None
+    seeds: tuple[SeedRow, ...]
+    findings: tuple[ClaimFindingView, ...]
+
+    @property
+    def violations(self) -> list[ClaimFindingView]:
+        return [f for f in self.findings if f.severity == "violation"]
+
+    @property
+    def warnings(self) -> list[ClaimFindingView]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+
+def claims_view(result: Any) -> ClaimsView | None:
+    if result is None:
+        return None
+    data = _results_list(_as_dict(result))[0]
+    claimed = data.get("claimed") or {}
+    measured = data.get("measured") or {}
+    seeds = []
+    for seed in data.get("seeds", []) or []:
+        seeds.append(SeedRow(
+            seed=str(seed.get("seed") if seed.get("seed") is not None else "?"),
+            log=str(seed.get("log") or ""),
+            val_bpb=str(seed.get("val_bpb") or ""),
+            claimed=str(seed.get("claimed_val_bpb") or ""),
+            artifact_bytes=seed.get("artifact_bytes"),
+            train_s=seed.get("train_time_s"),
+            eval_s=seed.get("eval_time_s"),
+        ))
+    findings = tuple(
+        ClaimFindingView(str(f.get("check") or f.get("rule") or "?"), str(f.get("severity", "info")),
+                         str(f.get("message", "")), f.get("claimed"), f.get("observed"))
+        for f in data.get("findings", []) or []
+    )
+    bpb = claimed.get("mean_val_bpb") or claimed.get("val_bpb")
+    return ClaimsView(
+        track=str(data.get("track") or "unknown"),
+        error=data.get("error"),
+        claimed_bpb=str(bpb) if bpb not in (None, "") else None,
+        measured_bpb=measured.get("mean_val_bpb"),
+        seeds=tuple(seeds),
+        findings=findings,
+    )
+
+
+# --- smoke --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokeView:
+    status: str  # ok | fail
+    line: str  # one human-readable line
+
+
+def smoke_view(result: Any) -> SmokeView | None:
+    if result is None:
+        return None
+    line = result.line() if hasattr(result, "line") else None
+    data = _results_list(_as_dict(result))[0]
+    status = str(data.get("status", "fail"))
+    if line is None:
+        error = data.get("error") or {}
+        model = data.get("model") or {}
+        if status == "ok":
+            line = f"import OK, class={model.get('class')}, params={model.get('params')}"
+        else:
+            line = f"FAIL {error.get('kind', 'exception')}: {error.get('message', 'unknown failure')}"
+    # The line starts with the (temporary) path it ran on; the review names the folder itself.
+    path = str(data.get("path") or "")
+    if path and line.startswith(path + ": "):
+        line = line[len(path) + 2:]
+    return SmokeView(status, line)
+
+
+# --- reproduce ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReproduceView:
+    source: str  # the report file it came from
+    verdict: str
+    lines: tuple[str, ...] = field(default_factory=tuple)
+
+
+def reproduce_view(report: dict | None, source: str = "") -> ReproduceView | None:
+    """A reproduce report (its JSON); read defensively, its shape belongs to `reproduce`."""
+    if report is None:
+        return None
+    data = _results_list(report)[0] if isinstance(report, dict) else {}
+    verdict = str(data.get("verdict") or data.get("status") or "unknown")
+    lines = []
+    for key in ("claimed_bpb", "claimed_val_bpb", "mean_val_bpb", "reproduced_bpb", "observed_val_bpb", "delta"):
+        if data.get(key) is not None:
+            lines.append(f"{key}: {data[key]}")
+    for seed in data.get("seeds") or data.get("runs") or []:
+        if isinstance(seed, dict):
+            parts = [f"{k}={seed[k]}" for k in ("seed", "val_bpb", "claimed_val_bpb", "status") if seed.get(k) is not None]
+            if parts:
+                lines.append("seed " + ", ".join(parts))
+    for note in data.get("notes") or data.get("findings") or []:
+        text = note.get("message") if isinstance(note, dict) else note
+        if text:
+            lines.append(str(text))
+    return ReproduceView(source, verdict, tuple(lines))
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleDoc:
+    id: str
+    summary: str  # the first line, after "id: "
+    text: str  # the whole doc, as `auditor rules ID` prints it
+    issues: tuple[int, ...]  # Issue numbers the ruling cites
+    prs: tuple[str, ...]  # PR numbers (or ranges) the ruling cites
+
+
+def _module_doc(rule_id: str) -> str:
+    from auditor.rules import all_rules
+
+    for rule in all_rules():
+        if rule.id == rule_id:
+            module = sys.modules.get(type(rule).__module__)
+            return (getattr(module, "__doc__", None) or "").strip()
+    return ""
+
+
+def _doc_text(rule_id: str) -> str:
+    """The text `auditor rules ID` prints (auditor.rules.docs), else the rule module's docstring."""
+    try:
+        from auditor.rules import docs  # type: ignore[attr-defined]
+    except ImportError:
+        docs = None
+    if docs is not None:
+        for name in ("rule_doc", "doc_for", "rule_text", "render_rule"):
+            getter = getattr(docs, name, None)
+            if callable(getter):
+                try:
+                    value = getter(rule_id)
+                except Exception:  # an unknown id or a changed signature: use the docstring
+                    continue
+                text = getattr(value, "text", value)
+                if isinstance(text, str) and text.strip():
+                    return text.strip()
+    return _module_doc(rule_id)
+
+
+_ISSUE = re.compile(r"Issue #(\d+)")
+_NUMBER = re.compile(r"(?<![\w.#-])(\d{2,5}(?:-\d{2,5})?)(?!\w|\.\d|\s*(?:s\b|PRs|seconds|MB))")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _rulings(text: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Issue and PR numbers from the 'Ruling:' paragraph of a rule's doc."""
+    start = text.find("Ruling:")
+    ruling = text[start:] if start >= 0 else ""
+    ruling = _DATE.sub(" ", ruling)
+    issues = tuple(dict.fromkeys(int(n) for n in _ISSUE.findall(ruling)))
+    without_issues = _ISSUE.sub(" ", ruling).replace("600 s", " ").replace("600s", " ")
+    prs = tuple(dict.fromkeys(n for n in _NUMBER.findall(without_issues) if n not in {"600", "16"}))
+    return issues, prs
+
+
+@lru_cache(maxsize=None)
+def rule_doc(rule_id: str) -> RuleDoc:
+    text = _doc_text(rule_id)
+    first = text.splitlines()[0] if text else rule_id
+    summary = first.split(":", 1)[1].strip() if first.startswith(rule_id + ":") else first
+    issues, prs = _rulings(text)
+    return RuleDoc(rule_id, summary, text, issues, prs)
+
+
+def all_rule_ids() -> list[str]:
+    from auditor.rules import all_rules
+
+    return [rule.id for rule in all_rules()]
+
+
+# --- paths --------------------------------------------------------------------------------
+
+
+def repo_relative(path: str, root: str | Path | None, prefix: str = "") -> str:
+    """`path` relative to the materialized root, under `prefix` (POSIX), for links and SARIF."""
+    posix = PurePosixPath(Path(path).as_posix())
+    if root is not None:
+        try:
+            posix = PurePosixPath(Path(path).resolve().relative_to(Path(root).resolve()).as_posix())
+        except ValueError:
+            pass
+    text = str(posix)
+    if prefix:
+        text = str(PurePosixPath(prefix) / text)
+    return text.lstrip("/")
+
+
+# --- the review's one verdict ------------------------------------------------------------
+
+
+def review_verdict(classify: ClassifyView, claims: ClaimsView | None) -> str:
+    """flag: a rule or claims violation; error: the code could not be analysed; else clean.
+
+    One verdict from the same views the comment shows, so the header never contradicts them.
+    """
+    if classify.violations or (claims is not None and claims.violations):
+        return "flag"
+    if classify.verdict == "error":
+        return "error"
+    return "clean"

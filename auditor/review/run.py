@@ -1,0 +1,159 @@
+"""`review` as a library: run classify + claims (+ smoke) on one submission, render the comment.
+
+The checks run here, once; the Markdown renderer only reads their results.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.review.results import claims_view, classify_view, review_verdict, smoke_view
+from auditor.review.source import PrSource, locate_pr, materialize
+
+
+class ReviewInputError(Exception):
+    """Bad input for a review (a path that does not exist, an unreadable report)."""
+
+
+@dataclass
+class ReviewOutcome:
+    markdown: str
+    summary: dict  # one row of the batch table
+    classify: dict = field(default_factory=dict)
+    claims: dict | None = None
+    smoke: dict | None = None
+
+
+def summary_row(classify: Any, claims: Any, smoke: Any, pr: int | None = None, head_sha: str = "",
+                title: str = "", folder: str = "") -> dict:
+    classify_v, claims_v, smoke_v = classify_view(classify), claims_view(claims), smoke_view(smoke)
+    claims_findings = [] if claims_v is None else [
+        f"{f.severity}:{f.check}" for f in claims_v.findings if f.severity in ("violation", "warning")]
+    return {
+        "pr": pr,
+        "title": title,
+        "head_sha": head_sha,
+        "folder": folder,
+        "claimed_bpb": claims_v.claimed_bpb if claims_v is not None else None,
+        "verdict": review_verdict(classify_v, claims_v),
+        "rules": classify_v.rules,
+        "smoke": smoke_v.status if smoke_v is not None else "not run",
+        "claims_findings": claims_findings,
+        "error": classify_v.error,
+    }
+
+
+def load_reproduce_report(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReviewInputError(f"cannot read the reproduce report {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ReviewInputError(f"the reproduce report {path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ReviewInputError(f"the reproduce report {path} is not a JSON object")
+    return data
+
+
+def _run_checks(folder: Path, smoke: bool, use_cache: bool) -> tuple[dict, dict | None, dict | None, Any]:
+    from auditor.claims.checks import check_claims
+    from auditor.classify import classify_paths
+
+    classify_result = classify_paths([str(folder)], jobs=1, use_cache=use_cache)[0]
+    claims_result = check_claims(folder) if folder.is_dir() else None
+    smoke_result = None
+    if smoke:
+        from auditor.smoke.runner import smoke_path
+
+        try:
+            smoke_result = smoke_path(folder)
+        except Exception as exc:  # an unreadable path or a sandbox failure: a failed smoke, said so
+            smoke_result = {"status": "fail", "error": {"kind": type(exc).__name__, "message": str(exc)}}
+    return classify_result, claims_result, smoke_result, None
+
+
+def _as_json(result: Any) -> dict | None:
+    if result is None or isinstance(result, dict):
+        return result
+    return result.to_json()
+
+
+def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: str | Path | None = None,
+                  context=None, use_cache: bool = True, pr: int | None = None, title: str = "") -> ReviewOutcome:
+    """Review a record folder (or one script) on disk."""
+    from auditor.report.markdown import ReviewContext, review_markdown
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise ReviewInputError(f"{folder} does not exist")
+    report = load_reproduce_report(reproduce_report) if reproduce_report else None
+    context = context or ReviewContext()
+    if not folder.is_dir():
+        context.not_checked.append("Claims were not checked: a single script has no submission.json or logs.")
+    classify_result, claims_result, smoke_result, _ = _run_checks(folder, smoke, use_cache)
+    markdown = review_markdown(classify_result, claims_result, smoke_result, report, context,
+                               reproduce_source=str(reproduce_report or ""))
+    classify_json, claims_json, smoke_json = _as_json(classify_result), _as_json(claims_result), _as_json(smoke_result)
+    row = summary_row(classify_json, claims_json, smoke_json, pr=pr, head_sha=context.sha or "", title=title,
+                      folder=context.subject)
+    return ReviewOutcome(markdown, row, classify_json, claims_json, smoke_json)
+
+
+def pr_command(pr: int, smoke: bool) -> str:
+    return f"auditor review --repo-dir CLONE --pr {pr}" + (" --smoke" if smoke else "")
+
+
+def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, github_repo: str | None = None,
+              smoke: bool = False, reproduce_report: str | Path | None = None, use_cache: bool = True,
+              work_dir: str | Path | None = None) -> ReviewOutcome:
+    """Review the record folder PR `pr` adds, read from refs/pull/N/head of a local clone."""
+    from auditor.report.markdown import ReviewContext, review_markdown
+
+    source: PrSource = locate_pr(Path(repo_dir), pr, head_sha)
+    command = pr_command(pr, smoke)
+    if not source.folder:
+        context = ReviewContext(subject="(no record folder)", github_repo=github_repo, sha=source.head_sha, pr=pr,
+                                command=command)
+        markdown = _no_record_markdown(context)
+        row = {"pr": pr, "title": "", "head_sha": source.head_sha, "folder": "", "claimed_bpb": None,
+               "verdict": "no-record", "rules": [], "smoke": "not run", "claims_findings": [], "error": None}
+        return ReviewOutcome(markdown, row)
+    base = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    # A path fixed by the head commit, so the classify cache (keyed on the path) hits on reruns.
+    root = base / f"auditor-review-{source.head_sha[:16]}"
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+    try:
+        folder = materialize(Path(repo_dir), source, root)
+        notes = [f"Not present in the clone, so not read: `{path}`." for path in source.skipped]
+        notes += [f"The PR also adds `{other}`; this review covers `{source.folder}` only." for other in source.other_folders]
+        context = ReviewContext(subject=source.folder, github_repo=github_repo, sha=source.head_sha, pr=pr,
+                                root=str(root), command=command, not_checked=notes)
+        return review_folder(folder, smoke=smoke, reproduce_report=reproduce_report, context=context,
+                             use_cache=use_cache, pr=pr, title=source.title)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _no_record_markdown(context) -> str:
+    from auditor import __version__
+    from auditor.report.markdown import MARKER, NOT_A_RULING
+
+    return "\n".join([
+        MARKER,
+        f"## Automated compliance review: PR #{context.pr}, head `{(context.sha or '')[:12]}`",
+        "",
+        "**Verdict:** not reviewed: the PR adds no record folder under `records/`.",
+        "",
+        f"> {NOT_A_RULING.format(version=__version__)}",
+        "",
+        "---",
+        f"<sub>auditor {__version__} · reproduce with: `{context.command}`</sub>",
+        "",
+    ])

@@ -1,0 +1,168 @@
+"""Where a review's files come from: a folder, or the record folder a PR adds in a local clone.
+
+A PR's record folder is read from `refs/pull/N/head` of a clone (bare is fine): the folder
+under records/ that the PR adds against its merge base with main. Files are written to a
+temporary folder one by one with `git cat-file`; a blob the clone lacks (a mirror may leave
+out blobs of 4 MiB and more) is skipped and listed, never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+GIT_TIMEOUT_S = 120
+_PR_REF = re.compile(r"^refs/pull/(\d+)/head$")
+
+
+class SourceUnavailable(Exception):
+    """The PR or clone cannot be read (no such ref, not a git repository, no merge base)."""
+
+
+@dataclass
+class PrSource:
+    pr: int
+    head_sha: str
+    base_sha: str = ""
+    folder: str = ""  # the record folder's path in the repository, "" when the PR adds none
+    other_folders: list[str] = field(default_factory=list)  # also added, not reviewed
+    skipped: list[str] = field(default_factory=list)  # files whose blobs the clone lacks
+    title: str = ""  # the submission's name from submission.json, when it has one
+
+
+def _git(repo_dir: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
+    try:
+        done = subprocess.run(["git", "-C", str(repo_dir), *args], input=input_bytes, capture_output=True,
+                              timeout=GIT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SourceUnavailable(f"git {args[0]} failed: {exc}") from None
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise SourceUnavailable(f"git {args[0]}: {message[-1] if message else 'exit ' + str(done.returncode)}")
+    return done.stdout
+
+
+def check_repo(repo_dir: Path) -> None:
+    if not Path(repo_dir).exists():
+        raise SourceUnavailable(f"{repo_dir} does not exist")
+    _git(Path(repo_dir), "rev-parse", "--git-dir")
+
+
+def pr_heads(repo_dir: Path) -> dict[int, str]:
+    """Every PR head of the clone: PR number -> head commit."""
+    out = _git(Path(repo_dir), "for-each-ref", "--format=%(refname) %(objectname)", "refs/pull/")
+    heads = {}
+    for line in out.decode().splitlines():
+        ref, _, sha = line.partition(" ")
+        match = _PR_REF.match(ref)
+        if match:
+            heads[int(match.group(1))] = sha
+    return dict(sorted(heads.items()))
+
+
+def _main_ref(repo_dir: Path) -> str:
+    for ref in ("refs/heads/main", "refs/remotes/origin/main", "refs/heads/master"):
+        try:
+            _git(repo_dir, "rev-parse", "--verify", "--quiet", ref)
+            return ref
+        except SourceUnavailable:
+            continue
+    raise SourceUnavailable("the clone has no main branch")
+
+
+def _record_folder(path: str) -> str | None:
+    parts = PurePosixPath(path).parts
+    if len(parts) >= 4 and parts[0] == "records":
+        return "/".join(parts[:3])
+    return None
+
+
+def _pick_folder(repo_dir: Path, head: str, folders: dict[str, list[str]]) -> tuple[str, list[str]]:
+    """The folder the PR is about: one with Python code, most recently committed to."""
+    def rank(folder: str) -> tuple:
+        files = folders[folder]
+        has_code = any(f.endswith(".py") for f in files)
+        try:
+            when = int(_git(repo_dir, "log", "-1", "--format=%ct", head, "--", folder).strip() or 0)
+        except (SourceUnavailable, ValueError):
+            when = 0
+        return (has_code, when, len(files), folder)
+
+    ordered = sorted(folders, key=rank, reverse=True)
+    return ordered[0], ordered[1:]
+
+
+def locate_pr(repo_dir: Path, pr: int, head_sha: str | None = None) -> PrSource:
+    """The PR's head and the record folder it adds (nothing is written)."""
+    repo_dir = Path(repo_dir)
+    ref = f"refs/pull/{pr}/head"
+    if head_sha is None:
+        try:
+            head_sha = _git(repo_dir, "rev-parse", "--verify", "--quiet", ref + "^{commit}").decode().strip()
+        except SourceUnavailable:
+            raise SourceUnavailable(f"no {ref} in {repo_dir}") from None
+    source = PrSource(pr, head_sha)
+    try:
+        source.base_sha = _git(repo_dir, "merge-base", _main_ref(repo_dir), head_sha).decode().strip()
+    except SourceUnavailable:
+        raise SourceUnavailable(f"PR {pr}: no merge base with main") from None
+    added = _git(repo_dir, "diff", "--name-only", "--no-renames", "--diff-filter=A", "-z", source.base_sha, head_sha)
+    folders: dict[str, list[str]] = {}
+    for name in added.decode(errors="replace").split("\0"):
+        folder = _record_folder(name) if name else None
+        if folder:
+            folders.setdefault(folder, []).append(name)
+    if folders:
+        source.folder, source.other_folders = _pick_folder(repo_dir, head_sha, folders)
+    return source
+
+
+def _tree_entries(repo_dir: Path, commit: str, folder: str) -> list[tuple[str, str, str]]:
+    """(mode, blob id, path) of every file under the folder at the commit."""
+    out = _git(repo_dir, "ls-tree", "-r", "-z", "--full-tree", commit, "--", folder + "/")
+    entries = []
+    for record in out.decode(errors="replace").split("\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition("\t")
+        mode, kind, blob = meta.split()
+        if kind == "blob":
+            entries.append((mode, blob, path))
+    return entries
+
+
+def materialize(repo_dir: Path, source: PrSource, dest: Path) -> Path:
+    """Write the PR's record folder under dest (as dest/<path in repo>); returns that folder."""
+    repo_dir, dest = Path(repo_dir), Path(dest)
+    target = dest / source.folder
+    target.mkdir(parents=True, exist_ok=True)
+    for mode, blob, path in _tree_entries(repo_dir, source.head_sha, source.folder):
+        if mode == "120000":  # a symlink could point anywhere; the review never follows one
+            source.skipped.append(f"{path} (symbolic link)")
+            continue
+        relative = PurePosixPath(path).relative_to(source.folder)
+        if any(part in ("..", "") for part in relative.parts):
+            continue
+        try:
+            data = _git(repo_dir, "cat-file", "blob", blob)
+        except SourceUnavailable:
+            source.skipped.append(f"{path} (blob missing from the clone)")
+            continue
+        out = target / Path(*relative.parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    source.title = _title(target)
+    return target
+
+
+def _title(folder: Path) -> str:
+    import json
+
+    try:
+        data = json.loads((folder / "submission.json").read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return ""
+    name = data.get("name") if isinstance(data, dict) else None
+    return " ".join(str(name).split())[:200] if name else ""
