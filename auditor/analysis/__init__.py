@@ -23,6 +23,7 @@ from auditor.analysis.config import Config, build_config
 from auditor.analysis.flow import Taint, _Flow, compute_flow
 from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index, own_nodes
 from auditor.analysis.reach import Reach, compute_reach
+from auditor.analysis.values import Score, compute_score
 from auditor.source import Source, SourceError, decode_text, parse_python, read_bytes_checked
 from auditor.submission import RunConfig, Submission
 
@@ -116,6 +117,11 @@ class Analysis:
     def main(self) -> Unit:
         return self.index.main
 
+    @cached_property
+    def score(self) -> Score:
+        """What reaches the reported val_bpb / val_loss (see values.py)."""
+        return compute_score(self.index)
+
     # --- libcst access ------------------------------------------------------------
 
     def _parse_span(self, unit: Unit, start: int, end: int,
@@ -206,7 +212,7 @@ class Analysis:
                         parsed = ast.Constant(None)
                 self._parsed_code[code] = parsed
             expr = parsed
-        flow = _Flow(self.index)
+        flow = _Flow(self.index, self.config.run.env)
         flow.taint = self.taint
         return flow.kinds_of(function, expr, intrinsic=intrinsic, line=line)
 
@@ -336,7 +342,7 @@ def analyze_source(source: Source, submission: Submission | None = None, run: Ru
         for name, setting in helper_config.env_settings.items():
             config.env_settings.setdefault(name, setting)
     reach = compute_reach(index, config)
-    taint = compute_flow(index)
+    taint = compute_flow(index, run_config.env)
     return Analysis(index=index, config=config, reach=reach, taint=taint, submission=submission)
 
 

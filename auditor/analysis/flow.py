@@ -1,10 +1,18 @@
-"""Data flow: which names hold validation tokens, and which hold training data.
+"""Data flow: which values are validation tokens, training tokens, and targets.
 
-Per function, names are tainted by sources (`load_validation_tokens(...)`, a
-`fineweb_val_*` path, `val_tokens`, `val_data.*`; `fineweb_train_*`, `train_files`,
-train loaders), then through assignments, loops, `with ... as`, slices and calls:
-an argument that carries a taint taints the callee's parameter, and a callee that
-returns a tainted value taints its call. Flow-insensitive within a function, iterated
+Meaning comes from what the code does, never from what a value is called:
+- validation / training data is what is read from the validation / training split: a string
+  that names its shards (`fineweb_val_*.bin`), an environment variable that the run
+  configuration points at them, an attribute or module constant assigned from one of those,
+  followed through assignments, loops, `with ... as`, slices, containers and calls (an
+  argument taints the callee's parameter; a callee that returns data from its own sources
+  taints its call; an object built from data carries it into its methods' results);
+- a target is a value one position ahead of an input from the same buffer (`buf[s+1:e+1]`
+  against `buf[s:e]`, `buf[1:]` against `buf[:-1]`, `toks[i]` against `toks[i-1]`), or what
+  is passed where a loss reads the target (`cross_entropy(logits, t)`, `.gather(-1, t)`),
+  traced back to the caller's argument; anything computed from a target is target-derived.
+
+Per function, flow-insensitive apart from `defs` (latest assignment above a read), iterated
 to a fixpoint across functions.
 """
 
@@ -18,20 +26,20 @@ from auditor.analysis.index import MODULE_SCOPE, Function, Index, call_name, dot
 
 VAL = "val"
 TRAIN = "train"
+TARGET = "target"
 
-_VAL_NAME = re.compile(r"^(val_tokens|val_data|val_ids|val_stream|val_np|val_tok|val_seq|validation_tokens|eval_tokens)\w*$|(^|\.)val_data(\.|$)")
-_VAL_CALL = re.compile(r"(?i)^(load_?val\w*|load_validation\w*|_?load_val\w*|get_val_tokens|read_val\w*)$")
+# Strings that name the challenge's shards (file names are data, not vocabulary: a rename
+# keeps them, since the files on disk are called that).
 _VAL_STRING = re.compile(r"fineweb_val|_val_\*|val_\*\.bin|/val\b")
-_VAL_ATTR = re.compile(r"^(val_files|val_path|val_pattern|val_glob|val_bin|val_shards?)$")
-
-_TRAIN_NAME = re.compile(r"^(train_loader|train_stream|train_tokens|train_data)$")
-_TRAIN_CALL = re.compile(r"^(DistributedTokenLoader|TokenStream|\w*TrainLoader|\w*TokenLoader|ShuffledSequenceLoader|\w*DataLoader)$")
 _TRAIN_STRING = re.compile(r"fineweb_train")
-_TRAIN_ATTR = re.compile(r"^(train_files|train_path|train_pattern|train_glob|train_shards?)$")
+# Library calls that read an environment variable: os.environ.get / os.getenv.
+_ENV_GETTERS = {"get", "getenv", "environ"}
 
 # Calls whose result does not carry the data onward (sizes, shapes, dtypes, devices).
-_OPAQUE_CALLS = {"len", "numel", "size", "isinstance", "print", "log0", "range", "str", "repr", "type", "min", "max",
-                 "int", "float", "enumerate", "zip"}
+_OPAQUE_CALLS = {"len", "numel", "size", "isinstance", "print", "range", "str", "repr", "type", "min", "max",
+                 "int", "float", "enumerate", "zip", "hasattr", "getattr", "id", "bool"}
+# Losses whose second argument (or `target=`) is the token being predicted.
+_LOSS_TARGET_ARG = {"cross_entropy": 1, "nll_loss": 1, "binary_cross_entropy": 1}
 
 
 @dataclass
@@ -44,19 +52,23 @@ class Taint:
     defs: dict[Function, dict[str, dict[int, set[str]]]] = field(default_factory=dict)
     # Names tainted by the function's own sources, not by what callers passed in.
     intrinsic: dict[Function, dict[str, set[str]]] = field(default_factory=dict)
+    # Attributes assigned data from the assigning function's own sources (a config class's
+    # `val_files = ...fineweb_val_*`, `self.tokens = read(<val path>)`): any `x.attr` reads it.
+    fields: dict[str, set[str]] = field(default_factory=dict)
+    # Module-level names with data from their own sources, read by functions as globals.
+    globals: dict[str, set[str]] = field(default_factory=dict)
+    # Per function, the code of subscripts that read a target (one position ahead).
+    target_exprs: dict[Function, set[str]] = field(default_factory=dict)
+    local_names: dict[Function, set[str]] = field(default_factory=dict)
 
     def of(self, function: Function, kind: str) -> set[str]:
         return self.names.get(function, {}).get(kind, set())
 
 
-_TRAIN_HINT = re.compile(r"(?i)train")
-_VAL_HINT = re.compile(r"(?i)(^|_)val")
-_SOURCE_HINT = re.compile(r"val|train|fineweb|load_|Loader|TokenStream")
-
-
 class _Flow:
-    def __init__(self, index: Index):
+    def __init__(self, index: Index, env: dict[str, str] | None = None):
         self.index = index
+        self.env = env or {}
         self.taint = Taint()
         self.changed = False
         self.dirty: set[Function] = set()
@@ -70,12 +82,30 @@ class _Flow:
         """The taint kinds an expression carries inside `function` (at `line`, when given).
 
         With a line, a local name carries what its latest assignment above that line put in
-        it: `x, y = train_loader.next_batch()` in a warm-up loop is training data even if
-        `x` holds validation tokens elsewhere in main(). Without one earlier (a loop's back
+        it: `x, y = train_batches.next()` in a warm-up loop is training data even if `x`
+        holds validation tokens elsewhere in main(). Without one earlier (a loop's back
         edge, a parameter), every assignment counts.
         """
-        static, names, calls = _expr_facts(expr)
+        static, names, calls, subscripts = _expr_facts(expr, self.env)
         kinds = set(static)
+        targets = self.taint.target_exprs.get(function)
+        if targets and not targets.isdisjoint(subscripts):
+            kinds.add(TARGET)
+        fields = self.taint.fields
+        if fields:
+            for name in names:
+                if "." in name:
+                    found = fields.get(name.rsplit(".", 1)[-1])
+                    if found:
+                        kinds |= found
+        if self.taint.globals:
+            local = self._locals(function)
+            for name in names:
+                root = name.split(".", 1)[0]
+                if root not in local:
+                    found = self.taint.globals.get(root)
+                    if found:
+                        kinds |= found
         tainted = (self.intrinsic if intrinsic else self.taint.names).get(function)
         if tainted:
             defs = self.taint.defs.get(function, {}) if line is not None and not intrinsic else {}
@@ -94,16 +124,24 @@ class _Flow:
                     kinds.add(kind)
         returns = self.taint.returns
         for name, receiver in calls:
-            if name in returns:
-                returned = returns[name]
-                # Methods are matched by name across classes: train_loader.next_batch() is
-                # not the val loader's next_batch(), whatever that one returns.
-                if receiver and _TRAIN_HINT.search(receiver):
-                    returned = returned - {VAL}
-                elif receiver and _VAL_HINT.search(receiver):
-                    returned = returned - {TRAIN}
-                kinds |= returned
+            if name in returns and (not receiver or receiver == "self" or len(self.index.resolve(name)) == 1):
+                # A method called on an object carries that object's data through the
+                # receiver's own taint; its name alone says nothing (two loader objects of
+                # one class return different splits), unless only one function has it.
+                kinds |= returns[name]
         return kinds
+
+    def _locals(self, function: Function) -> set[str]:
+        """Names a function binds itself (parameters and assignments): these shadow globals."""
+        found = self.taint.local_names.get(function)
+        if found is None:
+            found = set(function.params)
+            if function.qualname != MODULE_SCOPE:
+                for node in own_nodes(function):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                        found.add(node.id)
+            self.taint.local_names[function] = found
+        return found
 
     def add(self, function: Function, kind: str, name: str, intrinsic: bool = False) -> None:
         table = self.intrinsic if intrinsic else self.taint.names
@@ -116,16 +154,18 @@ class _Flow:
     def run(self) -> Taint:
         nodes = {}
         for function in self.index.functions:
-            # Functions with no source of taint wait until a caller hands them some.
-            text = "\n".join(function.unit.lines[function.lineno - 1:function.end_lineno]) if function.qualname != MODULE_SCOPE else function.unit.text
-            if _SOURCE_HINT.search(text):
-                self.dirty.add(function)
             nodes[function] = [n for n in own_nodes(function) if isinstance(n, _FLOW_NODES)]
+        self._find_targets(nodes)
+        self._class_fields()
+        # Every function is visited once; after that only those whose inputs changed.
+        self.dirty = set(self.index.functions)
         rounds = 0
         while self.dirty and rounds < 12:
             rounds += 1
             work, self.dirty = self.dirty, set()
             returns_before = {k: set(v) for k, v in self.taint.returns.items()}
+            fields_before = {k: set(v) for k, v in self.taint.fields.items()}
+            globals_before = {k: set(v) for k, v in self.taint.globals.items()}
             for function in work:
                 for _ in range(4):  # intra-function fixpoint: flow backwards through loops
                     self.changed = False
@@ -133,6 +173,14 @@ class _Flow:
                         self._node(function, node)
                     if not self.changed:
                         break
+                if function.qualname == MODULE_SCOPE:
+                    for kind, names in self.intrinsic.get(function, {}).items():
+                        for name in names:
+                            if "." not in name:
+                                self._grow(self.taint.globals, name, {kind})
+            if self.taint.fields != fields_before or self.taint.globals != globals_before:
+                self.dirty = set(self.index.functions)  # rare: a new data attribute or constant
+                continue
             if self.taint.returns != returns_before:
                 # a callee now returns tainted data: its callers must look again
                 grown = {k for k, v in self.taint.returns.items() if v != returns_before.get(k)}
@@ -140,6 +188,105 @@ class _Flow:
                     if any(isinstance(n, ast.Call) and call_name(n) in grown for n in function_nodes):
                         self.dirty.add(function)
         return self.taint
+
+    @staticmethod
+    def _grow(table: dict[str, set[str]], key: str, kinds: set[str]) -> bool:
+        have = table.setdefault(key, set())
+        if kinds <= have:
+            return False
+        have |= kinds
+        return True
+
+    # --- sources that need the whole program -------------------------------------------
+
+    def _class_fields(self) -> None:
+        """Class-body assignments (a Hyperparameters class's paths) are attribute fields."""
+        for unit in self.index.units:
+            module = self.index.module_scope(unit)
+            for node in ast.walk(unit.tree):
+                if not isinstance(node, ast.ClassDef):
+                    continue
+                for stmt in node.body:
+                    value = getattr(stmt, "value", None)
+                    if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or value is None:
+                        continue
+                    kinds = self.kinds_of(module, value) - {TARGET}
+                    if kinds:
+                        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                        for target in targets:
+                            for name in _target_names(target):
+                                self._grow(self.taint.fields, name.rsplit(".", 1)[-1], kinds)
+
+    def _find_targets(self, nodes: dict[Function, list]) -> None:
+        """Targets by position (shifted reads of one buffer) and by use (a loss's target
+        argument), then traced back from a callee's parameter to its callers' arguments."""
+        target_params: dict[Function, set[int | str]] = {}
+        for function in self.index.functions:
+            shifted = _shifted_subscripts(own_nodes(function))
+            if shifted:
+                self.taint.target_exprs[function] = shifted
+            for node in own_nodes(function):
+                if isinstance(node, ast.Call):
+                    argument = _loss_target_argument(node)
+                    if argument is not None:
+                        self._mark_target(function, argument, target_params)
+        for _ in range(4):
+            grown = False
+            for function in self.index.functions:
+                for node in nodes[function]:
+                    if not isinstance(node, ast.Call):
+                        continue
+                    for callee in self._callees(node):
+                        positions = target_params.get(callee)
+                        if not positions:
+                            continue
+                        params = _positional_params(callee)
+                        for position, arg in enumerate(node.args):
+                            if position < len(params) and params[position] in positions:
+                                grown |= self._mark_target(function, arg, target_params)
+                        for keyword in node.keywords:
+                            if keyword.arg in positions:
+                                grown |= self._mark_target(function, keyword.value, target_params)
+            if not grown:
+                break
+
+    def _callees(self, call: ast.Call) -> list[Function]:
+        name = call_name(call)
+        callees = self.index.resolve(name) if name else []
+        if not callees and isinstance(call.func, (ast.Name, ast.Attribute)):
+            # `model(x, t)` calls the module's forward (a library method name, kept by renames)
+            callees = [f for f in self.index.resolve("forward") if f.cls is not None]
+        return callees
+
+    def _mark_target(self, function: Function, expr: ast.AST, target_params: dict) -> bool:
+        grown = False
+        if isinstance(expr, ast.Subscript):
+            exprs = self.taint.target_exprs.setdefault(function, set())
+            code = _code(expr)
+            if code not in exprs:
+                exprs.add(code)
+                grown = True
+        root = expr
+        while isinstance(root, (ast.Attribute, ast.Subscript, ast.Call)):
+            if isinstance(root, ast.Call):
+                if not isinstance(root.func, ast.Attribute):
+                    break
+                root = root.func.value  # t.view(-1), t.long(), t.to(device)
+            else:
+                root = root.value
+        if isinstance(root, ast.Name):
+            before = len(self.taint.names.get(function, {}).get(TARGET, ()))
+            self.add(function, TARGET, root.id)
+            self.add(function, TARGET, root.id, intrinsic=True)
+            grown |= len(self.taint.names[function][TARGET]) != before
+            if root.id in function.params:
+                positions = target_params.setdefault(function, set())
+                if root.id not in positions:
+                    positions.add(root.id)
+                    grown = True
+        return grown
+
+    # --- propagation --------------------------------------------------------------------
 
     def _bind_targets(self, function: Function, target: ast.AST, kinds: set[str], intrinsic: bool = False) -> None:
         for kind in kinds:
@@ -179,6 +326,11 @@ class _Flow:
             own = self.kinds_of(function, value, intrinsic=True)
             if own:
                 self._bind_targets(function, target, own, intrinsic=True)
+                data = own - {TARGET}
+                if data:
+                    for sub in ast.walk(target):
+                        if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store):
+                            self._grow(self.taint.fields, sub.attr, data)
 
     def _node(self, function: Function, node: ast.AST) -> None:
         if isinstance(node, ast.Assign):
@@ -194,8 +346,9 @@ class _Flow:
             self._assign(function, node.iter, node.target)
         elif isinstance(node, ast.withitem) and node.optional_vars is not None:
             self._assign(function, node.context_expr, node.optional_vars, node.context_expr.lineno)
-        elif isinstance(node, ast.Return) and node.value is not None:
-            kinds = self.kinds_of(function, node.value, intrinsic=True, line=node.lineno)
+        elif isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)) and node.value is not None:
+            kinds = self.kinds_of(function, node.value, intrinsic=True, line=getattr(node, "lineno", None))
+            kinds.discard(TARGET)  # a helper's target is its caller's business (found by position there)
             if kinds:
                 returned = self.taint.returns.setdefault(function.name, set())
                 if not kinds <= returned:
@@ -224,9 +377,7 @@ class _Flow:
         if not any(arg_kinds) and not any(kw_kinds.values()):
             return
         for callee in callees:
-            params = list(callee.params)
-            if callee.cls is not None and params and params[0] in ("self", "cls"):
-                params = params[1:]
+            params = _positional_params(callee)
             for position, kinds in enumerate(arg_kinds):
                 if kinds and position < len(params):
                     for kind in kinds:
@@ -237,50 +388,177 @@ class _Flow:
                         self.add(callee, kind, keyword)
 
 
+def _positional_params(function: Function) -> list[str]:
+    params = list(function.params)
+    if function.cls is not None and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    return params
+
+
 _MUTATORS = ("append", "extend", "update", "add", "put", "insert", "copy_")
 _FLOW_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.comprehension,
-               ast.withitem, ast.Return, ast.Call, ast.Expr)
+               ast.withitem, ast.Return, ast.Yield, ast.YieldFrom, ast.Call, ast.Expr)
 
 
-def _expr_facts(expr: ast.AST) -> tuple[frozenset, frozenset, tuple]:
-    """(kinds from sources, names read, functions called) of an expression; cached, since
-    the fixpoint asks about the same expressions many times."""
+def _code(node: ast.AST) -> str:
+    text = getattr(node, "_auditor_code", None)
+    if text is None:
+        text = ast.unparse(node)
+        node._auditor_code = text
+    return text
+
+
+def _expr_facts(expr: ast.AST, env: dict[str, str]) -> tuple[frozenset, frozenset, tuple, frozenset]:
+    """(kinds from sources, names read, functions called, subscripts read) of an expression;
+    cached on the node, since the fixpoint asks about the same expressions many times."""
     facts = getattr(expr, "_auditor_facts", None)
     if facts is not None:
         return facts
     static: set[str] = set()
     names: set[str] = set()
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
+    subscripts: set[str] = set()
     for node in _walk_expr(expr):
         if isinstance(node, (ast.Name, ast.Attribute)):
             name = dotted(node)
             if name is None:
                 if isinstance(node, ast.Attribute):
-                    name = node.attr
+                    name = "?." + node.attr  # an attribute of a call's result: still a field read
                 else:
                     continue
             names.add(name)
-            leaf = name.rsplit(".", 1)[-1]
-            if _VAL_NAME.search(leaf) or _VAL_NAME.search(name) or _VAL_ATTR.match(leaf):
-                static.add(VAL)
-            if _TRAIN_NAME.match(leaf) or _TRAIN_ATTR.match(leaf):
-                static.add(TRAIN)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if _VAL_STRING.search(node.value):
-                static.add(VAL)
-            if _TRAIN_STRING.search(node.value):
-                static.add(TRAIN)
+            static |= _string_kinds(node.value)
+        elif isinstance(node, ast.Subscript):
+            subscripts.add(_code(node))
+            variable = _env_variable(node)
+            if variable and variable in env:
+                static |= _string_kinds(env[variable])
         elif isinstance(node, ast.Call):
             name = call_name(node)
-            if _VAL_CALL.match(name):
-                static.add(VAL)
-            if _TRAIN_CALL.match(name):
-                static.add(TRAIN)
+            variable = _env_variable(node)
+            if variable and variable in env:
+                static |= _string_kinds(env[variable])
             receiver = dotted(node.func.value) if isinstance(node.func, ast.Attribute) else None
             calls.append((name, (receiver or "").rsplit(".", 1)[-1]))
-    facts = (frozenset(static), frozenset(names), tuple(calls))
+    facts = (frozenset(static), frozenset(names), tuple(calls), frozenset(subscripts))
     expr._auditor_facts = facts  # kept on the node: it lives as long as the tree
     return facts
+
+
+def _string_kinds(text: str) -> set[str]:
+    kinds = set()
+    if _VAL_STRING.search(text):
+        kinds.add(VAL)
+    if _TRAIN_STRING.search(text):
+        kinds.add(TRAIN)
+    return kinds
+
+
+def _env_variable(node: ast.AST) -> str | None:
+    """The variable of `os.environ.get("X", ...)`, `os.getenv("X")`, `os.environ["X"]`."""
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        func = node.func
+        if isinstance(func, ast.Attribute) and (func.attr == "getenv" or (
+                func.attr == "get" and isinstance(func.value, (ast.Attribute, ast.Name))
+                and (dotted(func.value) or "").endswith("environ"))):
+            value = node.args[0].value
+            return value if isinstance(value, str) else None
+    if isinstance(node, ast.Subscript) and (dotted(node.value) or "").endswith("environ"):
+        key = node.slice
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            return key.value
+    return None
+
+
+def _loss_target_argument(call: ast.Call) -> ast.AST | None:
+    """The argument a loss or a gather reads as the target token, if any."""
+    name = call_name(call)
+    position = _LOSS_TARGET_ARG.get(name)
+    if position is not None:
+        for keyword in call.keywords:
+            if keyword.arg == "target":
+                return keyword.value
+        return call.args[position] if len(call.args) > position else None
+    if name == "gather":
+        # t.gather(dim, index) / torch.gather(t, dim, index) on log-probabilities
+        is_function = isinstance(call.func, ast.Attribute) and dotted(call.func.value) == "torch"
+        position = 2 if is_function else 1
+        for keyword in call.keywords:
+            if keyword.arg == "index":
+                return keyword.value
+        return call.args[position] if len(call.args) > position else None
+    if name == "take_along_dim":
+        return call.args[1] if len(call.args) > 1 else None
+    return None
+
+
+# --- targets by position -------------------------------------------------------------
+
+
+def _offset(node: ast.AST | None, upper: bool) -> tuple[str, int] | None:
+    """An index as (symbolic part, constant): `i + 1` -> ("i", 1); `-1` at a slice's upper
+    bound counts from the end; a missing bound is the start or the end."""
+    if node is None:
+        return ("<end>", 0) if upper else ("", 0)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        if upper and node.value < 0:
+            return ("<end>", node.value)
+        return ("", node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+            and isinstance(node.operand.value, int):
+        return ("<end>", -node.operand.value) if upper else ("", -node.operand.value)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)) and isinstance(node.right, ast.Constant) \
+            and isinstance(node.right.value, int) and not isinstance(node.right.value, bool):
+        inner = _offset(node.left, False)
+        if inner is None:
+            return None
+        sign = 1 if isinstance(node.op, ast.Add) else -1
+        return (inner[0], inner[1] + sign * node.right.value)
+    if isinstance(node, (ast.Name, ast.Attribute, ast.BinOp, ast.Call, ast.Subscript)):
+        return (_code(node), 0)
+    return None
+
+
+def _last_index(node: ast.Subscript) -> ast.AST:
+    index = node.slice
+    if isinstance(index, ast.Tuple) and index.elts:
+        return index.elts[-1]
+    return index
+
+
+def _shifted_subscripts(nodes: list[ast.AST]) -> set[str]:
+    """Subscripts that read one position ahead of another read of the same buffer."""
+    slices: dict[str, list[tuple[tuple, tuple, ast.Subscript]]] = {}
+    scalars: dict[str, list[tuple[tuple, ast.Subscript]]] = {}
+    for node in nodes:
+        if not isinstance(node, ast.Subscript) or not isinstance(node.ctx, ast.Load):
+            continue
+        base = dotted(node.value) or _code(node.value)
+        index = _last_index(node)
+        if isinstance(index, ast.Slice):
+            if index.step is not None:
+                continue
+            low, high = _offset(index.lower, False), _offset(index.upper, True)
+            if low is not None and high is not None:
+                slices.setdefault(base, []).append((low, high, node))
+        else:
+            at = _offset(index, False)
+            if at is not None and at[0] not in ("", "<end>"):
+                scalars.setdefault(base, []).append((at, node))
+    found: set[str] = set()
+    for base, reads in slices.items():
+        spans = {(low, high) for low, high, _ in reads}
+        for low, high, node in reads:
+            if ((low[0], low[1] - 1), (high[0], high[1] - 1)) in spans:
+                found.add(_code(node))
+    for base, reads in scalars.items():
+        for (symbol, constant), node in reads:
+            before = any(s == symbol and c < constant for (s, c), _ in reads)
+            covered = any(high == (symbol, constant) and low != high for low, high, _ in slices.get(base, ()))
+            if before or covered:
+                found.add(_code(node))
+    return found
 
 
 def _target_names(target: ast.AST) -> list[str]:
@@ -310,11 +588,5 @@ def _walk_expr(expr: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
-def compute_flow(index: Index) -> Taint:
-    return _Flow(index).run()
-
-
-def expr_kinds(taint: Taint, index: Index, function: Function, expr: ast.AST) -> set[str]:
-    flow = _Flow(index)
-    flow.taint = taint
-    return flow.kinds_of(function, expr)
+def compute_flow(index: Index, env: dict[str, str] | None = None) -> Taint:
+    return _Flow(index, env).run()

@@ -22,15 +22,10 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from auditor.analysis import Analysis, Scope
-from auditor.analysis.flow import VAL
+from auditor.analysis.flow import TARGET, VAL
 from auditor.analysis.index import Function, own_nodes
 
-ACCUMULATOR = re.compile(r"(?i)(loss|nll|bpb|bits|bytes?|score|tok\w*_count|token_count|n_tok|sum|total|count)")
-SCORE_CALL = re.compile(r"(?i)(accumulat\w*|^_?score\w*|\w*_score$|record_\w*|\w*_bpb$)")
-SCORE_LIST = re.compile(r"(?i)(nll|loss|score|bpb|logp|lp_)")
-EPOCH_VAR = re.compile(r"(?i)^(_?epoch\w*|ep|_?ep_?\w*|pass_?\w*|p_idx|round\w*|it|iter\w*|_pass)$")
-EPOCH_ITER = re.compile(r"(?i)(epoch|passes|n_pass|num_pass)")
-OPTIMIZER = re.compile(r"(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Muon|optim\.\w+)$")
+OPTIMIZER = re.compile(r"(?:^|\.)(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Adafactor|Lion)$|optim\.\w+$")
 NO_GRAD = re.compile(r"(no_grad|inference_mode)")
 
 ORDER_RANK = {"score-first": 0, "no-score": 1, "train-first": 2, "epoch-rescore": 3}
@@ -93,25 +88,79 @@ def _leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _score_event(node: cst.CSTNode, scope: Scope) -> bool:
+def _score_event(node: cst.CSTNode, scope: Scope, score_names: set[str], accumulating: set[str],
+                 analysis: Analysis | None = None) -> bool:
+    """A statement that adds a loss to the reported score: an in-place write of a value
+    computed from the targets (or from validation data through a computation) into a value
+    that reaches the report (`s += nll`, `s.add_(...)`, `xs.append(...)`, `xs[i] = ...`), or
+    a call that hands such a value to a helper which accumulates into it. Copying input
+    tokens into a batch buffer is no score."""
+    def scored(value: cst.CSTNode) -> bool:
+        if analysis is None:
+            return True
+        if isinstance(value, cst.Subscript):
+            return False  # a slice of the tokens copied into a buffer, not a loss
+        kinds = analysis.kinds(scope.function, value, scope)
+        if TARGET in kinds:
+            return True
+        return VAL in kinds and not isinstance(value, (cst.Subscript, cst.Name, cst.Attribute)) and any(
+            isinstance(n, cst.Call) for n in _subnodes(value))
+
     if isinstance(node, cst.AugAssign) and isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
-        target = node.target.value if isinstance(node.target, cst.Subscript) else node.target
-        return bool(ACCUMULATOR.search(_leaf(_name(target))))
+        return _score_root(node.target) in score_names and scored(node.value)
     if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-        method = node.func.attr.value
-        owner = _leaf(_name(node.func.value))
-        if method in ("add_", "index_add_", "scatter_add_") and ACCUMULATOR.search(owner):
-            return True
-        if method in ("append", "extend") and SCORE_LIST.search(owner):
-            return True
+        if node.func.attr.value in ("add_", "index_add_", "scatter_add_", "append", "extend") \
+                and _score_root(node.func.value) in score_names and node.args:
+            return any(scored(a.value) for a in node.args)
     if isinstance(node, cst.Call) and isinstance(scope.parent(node), cst.Expr):
-        # a statement-level call that records a score: _accumulate_bpb(...), score_chunk(...)
-        return bool(SCORE_CALL.search(_leaf(_name(node.func))))
+        if _leaf(_name(node.func)) in accumulating and any(_score_root(a.value) in score_names for a in node.args):
+            return any(scored(a.value) for a in node.args)
     if isinstance(node, cst.Assign):
         for target in node.targets:
-            if isinstance(target.target, cst.Subscript) and SCORE_LIST.search(_leaf(_name(target.target.value))):
-                return True
+            if isinstance(target.target, cst.Subscript) and _score_root(target.target) in score_names:
+                return scored(node.value)
     return False
+
+
+def _subnodes(node: cst.CSTNode):
+    from auditor.analysis import cst_children
+
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(cst_children(current))
+
+
+def _score_root(node: cst.CSTNode) -> str:
+    """The accumulated value's name as values.py keys it: `s` of `s[i]`, `self.s` of `self.s.x`."""
+    while isinstance(node, (cst.Subscript, cst.Call)):
+        node = node.value if isinstance(node, cst.Subscript) else node.func.value if isinstance(node.func, cst.Attribute) else node.func
+    name = _name(node)
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
+
+
+def _accumulating_helpers(analysis: Analysis) -> set[str]:
+    """Names of the submission's functions that write in place into one of their parameters."""
+    def compute() -> set[str]:
+        found = set()
+        for function in analysis.index.functions:
+            params = set(function.params)
+            for node in own_nodes(function):
+                target = None
+                if isinstance(node, ast.AugAssign):
+                    target = node.target
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                        "add_", "index_add_", "scatter_add_", "append", "extend"):
+                    target = node.func.value
+                while isinstance(target, (ast.Subscript, ast.Attribute)):
+                    target = target.value
+                if isinstance(target, ast.Name) and target.id in params:
+                    found.add(function.name)
+                    break
+        return found
+    return analysis.memo("accumulating-helpers", compute)
 
 
 _IDENT = re.compile(r"[A-Za-z_][\w.]*")
@@ -159,12 +208,29 @@ def _closure(names: set[str], sources: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _optimizer_calls(scope: Scope) -> list[cst.Call]:
-    return [node for node in scope.walk() if isinstance(node, cst.Call) and OPTIMIZER.search(_name(node.func))
+def _optimizer_calls(scope: Scope, analysis: Analysis | None = None) -> list[cst.Call]:
+    own = _optimizer_classes(analysis) if analysis is not None else set()
+    return [node for node in scope.walk() if isinstance(node, cst.Call)
+            and (OPTIMIZER.search(_name(node.func)) or _leaf(_name(node.func)) in own)
             and "lr_scheduler" not in _name(node.func)]
 
 
-def _delta_names(scope: Scope, sources: dict[str, set[str]]) -> set[str]:
+def _optimizer_classes(analysis: Analysis) -> set[str]:
+    """The submission's own optimizers: classes derived from torch's Optimizer (a library
+    base, so the name survives a rename), directly or through another of its classes."""
+    def compute() -> set[str]:
+        found: set[str] = set()
+        for _ in range(3):
+            for name, defs in analysis.index.classes.items():
+                for node in defs:
+                    bases = {(ast.unparse(b).rsplit(".", 1)[-1]) for b in node.bases}
+                    if "Optimizer" in bases or bases & found:
+                        found.add(name)
+        return found
+    return analysis.memo("optimizer-classes", compute)
+
+
+def _delta_names(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> set[str]:
     """Tensors created here with requires_grad and handed to an optimizer built here (SLOT)."""
     created: set[str] = set()
     fresh: set[str] = set()  # tensors made here from a factory: torch.zeros(...), ...
@@ -181,13 +247,13 @@ def _delta_names(scope: Scope, sources: dict[str, set[str]]) -> set[str]:
             if _name(node.func.value) in fresh:
                 created.add(_name(node.func.value))
     optimized: set[str] = set()
-    for call in _optimizer_calls(scope):
+    for call in _optimizer_calls(scope, analysis):
         if call.args:
             optimized |= _closure(_roots(scope.code(call.args[0].value)), sources)
     return created & optimized
 
 
-def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]]) -> bool:
+def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> bool:
     """True when every optimizer built here optimizes modules that are also built here.
 
     A compile warm-up on a throwaway LoRA, or a diagnostics probe, leaves the evaluated
@@ -195,7 +261,7 @@ def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]]) -> bo
     """
     function = scope.function
     given = set(function.params) | {"self"}
-    optimizers = _optimizer_calls(scope)
+    optimizers = _optimizer_calls(scope, analysis)
     if not optimizers:
         return False
     for call in optimizers:
@@ -242,17 +308,17 @@ def _function_is_val(analysis: Analysis, function: Function) -> bool:
     return bool(analysis.taint.of(function, VAL))
 
 
-def _classify(updates: list[Event], scores: list[Event]) -> tuple[str, Event, Event | None]:
+def _classify(updates: list[Event], scores: list[Event], is_epoch) -> tuple[str, Event, Event | None]:
     worst: tuple[str, Event, Event | None] | None = None
     for update in updates:
-        order, score = _order_for(update, scores)
+        order, score = _order_for(update, scores, is_epoch)
         if worst is None or ORDER_RANK[order] > ORDER_RANK[worst[0]]:
             worst = (order, update, score)
     assert worst is not None
     return worst
 
 
-def _order_for(update: Event, scores: list[Event]) -> tuple[str, Event | None]:
+def _order_for(update: Event, scores: list[Event], is_epoch) -> tuple[str, Event | None]:
     for loop in update.loops:
         inside = [s for s in scores if any(l is loop for l in s.loops)]
         if not inside:
@@ -260,7 +326,7 @@ def _order_for(update: Event, scores: list[Event]) -> tuple[str, Event | None]:
         first = min(inside, key=lambda s: s.line)
         outer = update.loops[update.loops.index(loop):]
         for enclosing in outer:
-            if _is_epoch_loop(enclosing) and any(any(l is enclosing for l in s.loops) for s in inside):
+            if is_epoch(enclosing) and any(any(l is enclosing for l in s.loops) for s in inside):
                 return "epoch-rescore", first
         if first.line < update.line:
             return "score-first", first
@@ -273,14 +339,56 @@ def _order_for(update: Event, scores: list[Event]) -> tuple[str, Event | None]:
     return "no-score", None
 
 
-def _is_epoch_loop(loop: cst.CSTNode) -> bool:
+def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
+    """A loop that repeats the same data: it does not iterate over the data itself, and its
+    variable (or anything computed from it) never selects data inside it: it indexes or
+    slices nothing, bounds no inner loop, and is handed to no call together with the
+    validation tokens. `for _ in range(k): for chunk in chunks: ...` repeats; `for i in
+    range(n): window = toks[i * L:(i + 1) * L]` walks the data."""
     if not isinstance(loop, cst.For):
         return False
-    target = _name(loop.target) if not isinstance(loop.target, cst.Tuple) else ""
-    if target and EPOCH_VAR.match(_leaf(target)):
+    function = scope.function
+    if VAL in analysis.kinds(function, loop.iter, scope):
+        return False
+    derived = _roots(scope.code(loop.target))
+    if not derived:
         return True
-    iter_names = re.findall(r"[A-Za-z_]\w*", cst.Module(body=[]).code_for_node(loop.iter))
-    return any(EPOCH_ITER.search(n) for n in iter_names)
+    body = [n for n in scope.walk() if _inside(scope, n, loop)]
+    for _ in range(3):
+        grown = False
+        for node in body:
+            if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+                if _roots(scope.code(node.value)) & derived:
+                    targets = node.targets if isinstance(node, cst.Assign) else [node]
+                    for target in targets:
+                        names = _roots(scope.code(target.target)) - derived
+                        if names:
+                            derived |= names
+                            grown = True
+        if not grown:
+            break
+    for node in body:
+        if isinstance(node, cst.Subscript):
+            if any(_roots(scope.code(element.slice)) & derived for element in node.slice):
+                return False
+        elif isinstance(node, cst.For) and node is not loop:
+            if _roots(scope.code(node.iter)) & derived:
+                return False
+        elif isinstance(node, cst.Call) and node.args:
+            with_derived = [a for a in node.args if _roots(scope.code(a.value)) & derived]
+            others = [a for a in node.args if a not in with_derived]
+            if with_derived and any(VAL in analysis.kinds(function, a.value, scope) for a in others):
+                return False
+    return True
+
+
+def _inside(scope: Scope, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
+    current = scope.parent(node)
+    while current is not None:
+        if current is loop:
+            return node is not loop.target and node is not loop.iter
+        current = scope.parent(current)
+    return False
 
 
 def adaptations(analysis: Analysis) -> list[Adaptation]:
@@ -302,15 +410,18 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
             if not updates:
                 continue
             scores = []
+            score_names = analysis.score.of(function)
+            accumulating = _accumulating_helpers(analysis)
             for node in scope.walk():
-                if _score_event(node, scope):
+                if _score_event(node, scope, score_names, accumulating, analysis):
                     loops, no_grad = _context(node, scope)
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
-            order, update, score = _classify(updates, scores)
+            order, update, score = _classify(updates, scores,
+                                             lambda loop, scope=scope: _is_epoch_loop(analysis, scope, loop))
             sources = _local_sources(scope)
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
-                                           _delta_names(scope, sources), via,
-                                           _trains_local_modules_only(scope, sources))
+                                           _delta_names(scope, sources, analysis), via,
+                                           _trains_local_modules_only(scope, sources, analysis))
         new_trainers = {f.name: f for f, a in results.items()
                         if a.order == "no-score" and a.adapts_given_model and f.name not in trainers}
         if not new_trainers:

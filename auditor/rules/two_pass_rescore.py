@@ -13,16 +13,14 @@ import re
 
 import libcst as cst
 
-from auditor.analysis.config import Evaluator
 from auditor.analysis.flow import VAL
 from auditor.analysis.index import own_nodes
 from auditor.rules._adaptation import adaptations
 from auditor.rules._patterns import full_name, leaves
 from auditor.rules.base import Hit, Rule, where
 
-RESCORE = re.compile(r"(?i)(rescore|two_pass|twopass|second_pass|pass_?2|full_rescore)")
-SCORER = re.compile(r"(?i)(eval|score)")
-
+# In-place writes into a table (a count cache, a probability store).
+_TABLE_METHODS = ("index_add_", "scatter_add_", "index_put_", "put_", "scatter_")
 
 _TTT_EVAL_PAIR = '''
 def main():
@@ -54,23 +52,63 @@ class TwoPassRescore(Rule):
         yield from self._rescore_after_training(analysis)
 
     def _named_second_passes(self, analysis):
-        """A rescoring function, or a branch under a two-pass flag that holds, on val data."""
+        """A scoring pass after a table was filled from the validation tokens outside that
+        pass: the second pass reads counts of tokens it has not reached yet (846, 870).
+
+        An online cache scores a chunk and then inserts it, inside one loop: legal. Here an
+        insert into the table happens, and later a statement adds to the reported score
+        from outside any loop that holds the insert."""
+        writers = _table_writers(analysis)
         for function in analysis.index.functions:
-            if RESCORE.search(function.name) and analysis.taint.of(function, VAL):
-                yield Hit(function, function.lineno, function.lineno,
-                          f"{where(function)} rescores validation tokens in a second pass, after the cache or "
-                          "model was built from the whole set (rulings on 846, 870; Issue #1017 condition 4)")
-        for function in analysis.index.functions:
-            if not analysis.taint.of(function, VAL):
+            if not analysis.taint.of(function, VAL) or not analysis.score.of(function):
                 continue
-            for node in own_nodes(function):
-                if not isinstance(node, ast.If) or isinstance(node.test, ast.UnaryOp):
-                    continue  # `if not two_pass:` is the single-pass branch
-                if RESCORE.search(ast.unparse(node.test)) and Evaluator(analysis.config).truth(node.test) is not False:
-                    yield Hit(function, node.lineno, node.lineno,
-                              f"second-pass rescoring in {where(function)} under `{ast.unparse(node.test)[:60]}` "
-                              "(rulings on 846, 870; Issue #1017 condition 4)")
-                    break  # one finding per function is enough to point at the second pass
+            if not (writers & _called_names(function) or _writes_table(function)):
+                continue
+            yield from self._second_pass_in(analysis, analysis.scope(function), writers)
+
+    def _second_pass_in(self, analysis, scope, writers):
+        from auditor.rules._adaptation import _accumulating_helpers, _context, _score_event
+
+        function = scope.function
+        score_names = analysis.score.of(function)
+        accumulating = _accumulating_helpers(analysis)
+        inserts, scores = [], []
+        for node in scope.walk():
+            if self._insert(analysis, scope, node, writers):
+                inserts.append((scope.lines(node)[0], _context(node, scope)[0], node))
+            elif _score_event(node, scope, score_names, accumulating, analysis):
+                scores.append((scope.lines(node)[0], _context(node, scope)[0], node))
+        for insert_line, insert_loops, insert in inserts:
+            before = [s for s in scores if s[0] < insert_line or _shares_loop(s[1], insert_loops)]
+            after = [s for s in scores if s[0] > insert_line and not _shares_loop(s[1], insert_loops)]
+            table = _table_of(insert)
+            # the later pass reads what was filled: the table, or the object whose method filled it
+            reads = bool(table) and any(table in _names_in(scope.code(loops[-1] if loops else node))
+                                        for _, loops, node in after)
+            if after and (before or reads):
+                line = after[0][0]
+                yield self.hit(scope, after[0][2],
+                               f"{where(function)} scores validation tokens again (line {line}) after filling a table "
+                               f"from them at line {insert_line}, outside the pass that scored them: the second pass "
+                               "reads counts of tokens it has not reached yet (rulings on 846, 870; Issue #1017 "
+                               "condition 4)")
+                return
+
+    @staticmethod
+    def _insert(analysis, scope, node, writers) -> bool:
+        """A write into a table at validation-derived positions, or a call that makes one."""
+        function = scope.function
+        if isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Subscript):
+            return any(VAL in analysis.kinds(function, element.slice, scope) for element in node.target.slice
+                       if isinstance(element.slice, cst.Index))
+        if isinstance(node, cst.Call):
+            name = full_name(node.func).rsplit(".", 1)[-1]
+            args = [a.value for a in node.args]
+            if name in _TABLE_METHODS or full_name(node.func).endswith("add.at"):
+                return any(VAL in analysis.kinds(function, a, scope) for a in args)
+            if name in writers and isinstance(scope.parent(node), cst.Expr):
+                return any(VAL in analysis.kinds(function, a, scope) for a in args)
+        return False
 
     def _rescore_after_training(self, analysis):
         """Caller order: a call that trains on val data, then a call that scores val data with the same model."""
@@ -80,8 +118,9 @@ class TwoPassRescore(Rule):
                     if a.order == "score-first" and a.adapts_given_model}
         if not trainers:
             return
+        # a scorer: its result reaches the reported score, and it reads validation data
         scorers = {f.name for f in analysis.index.functions
-                   if SCORER.search(f.name) and analysis.taint.of(f, VAL) and f.name not in trainers}
+                   if analysis.score.of(f) and analysis.taint.of(f, VAL) and f.name not in trainers}
         for function in analysis.index.functions:
             text = analysis.text_of(function)
             if not any(f"{name}(" in text for name in trainers):
@@ -99,7 +138,9 @@ class TwoPassRescore(Rule):
                 args = [a.value for a in node.args]
                 if not any(VAL in analysis.kinds(function, a, scope) for a in args):
                     continue
-                models = {full_name(a) for a in args if re.search(r"(?i)model", full_name(a))}
+                # the model: a plain name handed in beside the data (what is trained and scored)
+                models = {full_name(a) for a in args if isinstance(a, (cst.Name, cst.Attribute))
+                          and VAL not in analysis.kinds(function, a, scope)}
                 line = scope.lines(node)[0]
                 if name in trainers and not _copies_model(analysis, trainers[name].function):
                     for model in models:
@@ -117,11 +158,24 @@ class TwoPassRescore(Rule):
     INVALID = [
         _TTT_EVAL_PAIR.format(first="eval_val_ttt", second="eval_val"),
         '''
-def ngram_rescore(val_tokens, cache, model_probs):
-    return sum(cache.mix(model_probs[i], val_tokens[:i]) for i in range(len(val_tokens)))
+import numpy as np
+
+def evaluate(tokens, logp, table):
+    first = 0.0
+    for i in range(1, len(tokens)):
+        first -= logp[i, tokens[i]]                 # pass 1 scores each token ...
+        table[tokens[i - 1], tokens[i]] += 1        # ... and fills the table with it
+    total = 0.0
+    for i in range(1, len(tokens)):                 # pass 2 reads counts of later tokens
+        counts = table[tokens[i - 1]]
+        p = 0.8 * np.exp(logp[i]) + 0.2 * counts / max(counts.sum(), 1)
+        total -= np.log(p[tokens[i]])
+    return first, total
 
 if __name__ == "__main__":
-    print(ngram_rescore(load_validation_tokens("fineweb_val_*.bin"), build_cache(), None))
+    data = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    _, result = evaluate(data, np.zeros((len(data), 1024)), np.zeros((1024, 1024)))
+    print(f"val_bpb:{result:.4f}")
 ''',
     ]
 
@@ -132,3 +186,47 @@ def _copies_model(analysis, function) -> bool:
 
 
 RULE = TwoPassRescore()
+
+
+def _shares_loop(loops_a, loops_b) -> bool:
+    return any(a is b for a in loops_a for b in loops_b)
+
+
+def _called_names(function) -> set[str]:
+    return {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+            for n in own_nodes(function) if isinstance(n, ast.Call)}
+
+
+def _writes_table(function) -> bool:
+    for node in own_nodes(function):
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                node.func.attr in _TABLE_METHODS or ast.unparse(node.func).endswith("add.at")):
+            return True
+    return False
+
+
+def _table_writers(analysis) -> set[str]:
+    """The submission's functions that write into a table (a cache's insert or build)."""
+    return analysis.memo("table-writers", lambda: {
+        f.name for f in analysis.index.functions if f.qualname != "<module>" and _writes_table(f)})
+
+
+def _table_of(node) -> str:
+    """The name of the table an insert writes: `t` of `t[k] += 1`, `cache` of `cache.add(...)`."""
+    if isinstance(node, cst.AugAssign):
+        target = node.target
+        while isinstance(target, cst.Subscript):
+            target = target.value
+        return full_name(target).split(".")[0] if full_name(target).split(".")[0] != "self" else full_name(target)
+    if isinstance(node, cst.Call):
+        if full_name(node.func).endswith("add.at") and node.args:
+            return full_name(node.args[0].value)
+        if isinstance(node.func, cst.Attribute):
+            return full_name(node.func.value)
+    return ""
+
+
+def _names_in(code: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z_][\w.]*", code)) | {n.split(".")[0] for n in re.findall(r"[A-Za-z_][\w.]*", code)}

@@ -1,0 +1,165 @@
+"""The reported score: which values reach what the run reports as its result.
+
+A value is part of the score because it reaches the report, not because of its name. The
+report is a call (a print, a logger, a JSON dump) or a dict whose text carries `val_bpb` or
+`val_loss`; the slice runs backward from its arguments through assignments, in-place
+accumulation (`s += ...`, `s.add_(...)`, `xs.append(...)`, `xs[i] = ...`), the return values
+of the submission's own functions it calls, and the parameters of helpers it hands an
+accumulator to. A snippet with no such report (a rule's example) uses every function's
+return as its report.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from auditor.analysis.index import Function, Index, call_name, dotted, own_nodes
+
+REPORT_TEXT = re.compile(r"val_bpb|val_loss|\bbpb\b")
+_ACCUMULATE = {"add_", "index_add_", "scatter_add_", "append", "extend", "copy_", "mul_", "sub_", "put_", "insert"}
+
+
+@dataclass
+class Score:
+    """Names (roots and `self.x` attributes) whose value reaches the reported score, by function."""
+
+    names: dict[Function, set[str]] = field(default_factory=dict)
+    reported: bool = False  # False when no report was found and returns stood in for it
+
+    def of(self, function: Function) -> set[str]:
+        return self.names.get(function, set())
+
+
+def _root(node: ast.AST) -> str | None:
+    """`loss_sum` for `loss_sum`, `loss_sum[i]`, `loss_sum.item()`; `self.x` for `self.x[...]`."""
+    while True:
+        if isinstance(node, ast.Subscript):
+            node = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            node = node.func.value
+        elif isinstance(node, ast.Starred):
+            node = node.value
+        else:
+            break
+    name = dotted(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
+    if name is None:
+        return None
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
+
+
+def _reads(node: ast.AST) -> set[str]:
+    found = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.Name, ast.Attribute)):
+            root = _root(sub)
+            if root:
+                found.add(root)
+    return found
+
+
+def _targets(target: ast.AST) -> set[str]:
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return {n for element in target.elts for n in _targets(element)}
+    root = _root(target)
+    return {root} if root else set()
+
+
+def _text_reports(node: ast.AST) -> bool:
+    return any(isinstance(sub, ast.Constant) and isinstance(sub.value, str) and REPORT_TEXT.search(sub.value)
+               for sub in ast.walk(node))
+
+
+@dataclass
+class _FunctionFacts:
+    depends: dict[str, set[str]] = field(default_factory=dict)  # name -> names its value is made of
+    calls_into: dict[str, list[Function]] = field(default_factory=dict)  # name -> callees whose return it holds
+    returns: set[str] = field(default_factory=set)  # names in return/yield expressions
+    handed: list[tuple[ast.Call, list[Function]]] = field(default_factory=list)  # calls to own functions
+    seeds: set[str] = field(default_factory=set)  # names in report calls / report dicts
+
+
+def _facts(function: Function, index: Index) -> _FunctionFacts:
+    facts = _FunctionFacts()
+
+    def depend(names: set[str], value: ast.AST) -> None:
+        reads = _reads(value)
+        callees = [c for call in ast.walk(value) if isinstance(call, ast.Call)
+                   for c in index.resolve(call_name(call))]
+        for name in names:
+            facts.depends.setdefault(name, set()).update(reads - {name})
+            if callees:
+                facts.calls_into.setdefault(name, []).extend(callees)
+
+    for node in own_nodes(function):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                depend(_targets(target), node.value)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            depend(_targets(node.target), node.value)
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+            depend(_targets(node.target), node.iter)
+        elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+            depend(_targets(node.optional_vars), node.context_expr)
+        elif isinstance(node, (ast.Return, ast.Yield)) and node.value is not None:
+            facts.returns |= _reads(node.value)
+            depend({"<return>"}, node.value)
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute) and node.func.attr in _ACCUMULATE:
+                owner = _root(node.func.value)
+                if owner:
+                    for arg in node.args:
+                        depend({owner}, arg)
+            callees = index.resolve(call_name(node))
+            if callees:
+                facts.handed.append((node, callees))
+            if any(_text_reports(a) for a in [*node.args, *(k.value for k in node.keywords)]):
+                for arg in [*node.args, *(k.value for k in node.keywords)]:
+                    facts.seeds |= _reads(arg)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if key is not None and _text_reports(key):
+                    facts.seeds |= _reads(value)
+    return facts
+
+
+def compute_score(index: Index) -> Score:
+    facts = {f: _facts(f, index) for f in index.functions}
+    score = Score(reported=any(f.seeds for f in facts.values()))
+    work: list[tuple[Function, str]] = []
+
+    def mark(function: Function, name: str) -> None:
+        names = score.names.setdefault(function, set())
+        if name not in names:
+            names.add(name)
+            work.append((function, name))
+
+    for function, fact in facts.items():
+        seeds = fact.seeds if score.reported else fact.returns
+        for name in seeds:
+            mark(function, name)
+    while work:
+        function, name = work.pop()
+        fact = facts[function]
+        for source in fact.depends.get(name, ()):
+            mark(function, source)
+        for callee in fact.calls_into.get(name, ()):
+            for returned in facts[callee].returns:
+                mark(callee, returned)
+        # An accumulator handed to a helper is filled there: the helper's parameter is it.
+        for call, callees in fact.handed:
+            positions = [i for i, arg in enumerate(call.args) if _root(arg) == name]
+            keywords = [k.arg for k in call.keywords if k.arg and _root(k.value) == name]
+            for callee in callees:
+                params = list(callee.params)
+                if callee.cls is not None and params and params[0] in ("self", "cls"):
+                    params = params[1:]
+                for position in positions:
+                    if position < len(params):
+                        mark(callee, params[position])
+                for keyword in keywords:
+                    if keyword in callee.params:
+                        mark(callee, keyword)
+    return score
