@@ -68,7 +68,8 @@ def _fence(text: str) -> str:
 
 
 def fenced(text: str, language: str = "python") -> str:
-    """A code block that the text inside cannot close."""
+    """A code block that the text inside cannot close (nor carry the review's marker)."""
+    text = text.replace("<!--", "<!\u200b--")
     fence = _fence(text)
     return f"{fence}{language}\n{text}\n{fence}"
 

@@ -1,0 +1,255 @@
+"""`auditor review`: the comment for flagged and clean submissions, PR sources from a bare
+clone, and the SQLite store that skips heads it already has."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import auditor.report
+
+if not hasattr(auditor.report, "__path__"):  # TEMPORARY until auditor/report/ is a package (issue 8)
+    auditor.report.__path__ = [auditor.report.__file__[:-3]]
+
+from auditor.report.markdown import MARKER, ReviewContext, code_span, fenced, inline  # noqa: E402
+from auditor.review.batch import review_all_prs  # noqa: E402
+from auditor.review.command import review  # noqa: E402
+from auditor.review.results import rule_doc  # noqa: E402
+from auditor.review.run import review_folder, review_pr  # noqa: E402
+from auditor.review.store import ReviewStore, export_csv, export_json  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "classify"
+FLAGGED = FIXTURES / "record_ngram_enabled"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+NOT_A_RULING = re.compile(r"Automated review by auditor \d+\.\d+\.\d+; not a maintainer ruling")
+
+
+def fenced_blocks(markdown: str) -> list[tuple[str, list[str]]]:
+    """(fence, lines) of every fenced code block, closed by the same fence."""
+    blocks, lines, i = [], markdown.splitlines(), 0
+    while i < len(lines):
+        opening = re.match(r"^(`{3,})", lines[i])
+        if opening:
+            fence = opening.group(1)
+            j = i + 1
+            while j < len(lines) and lines[j].rstrip() != fence:
+                j += 1
+            blocks.append((fence, lines[i + 1:j]))
+            i = j
+        i += 1
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def flagged_markdown() -> str:
+    root = FLAGGED.parent.parent.parent  # the auditor repository
+    context = ReviewContext(github_repo="openai/parameter-golf", sha=SHA, pr=1234, root=str(root))
+    return review_folder(FLAGGED, context=context, use_cache=False).markdown
+
+
+def test_flagged_review_cites_the_line_with_a_permalink_excerpt_rule_and_ruling(flagged_markdown):
+    md = flagged_markdown
+    assert md.startswith(MARKER + "\n")
+    assert "fixtures/classify/record_ngram_enabled/train_gpt.py:16" in md
+    assert ("https://github.com/openai/parameter-golf/blob/" + SHA
+            + "/fixtures/classify/record_ngram_enabled/train_gpt.py#L16)") in md
+    assert "**Verdict:** **flagged**" in md
+    assert "claimed val_bpb **1.0**" in md
+    assert NOT_A_RULING.search(md)
+    # The rule's explanation is the rule's own doc text, and the ruling's numbers are listed.
+    doc = rule_doc("ngram-target-in-key")
+    assert doc.text.startswith("ngram-target-in-key: an eval-time n-gram cache")
+    assert doc.text in md
+    assert "Issue #1017; PRs #779, #688" in md
+    blocks = fenced_blocks(md)
+    assert len(blocks) == 2  # one excerpt per violation
+    for fence, lines in blocks:
+        assert 1 <= len(lines) <= 5
+    assert any("full_key = (ctx_hash ^ (tgt * prime)) & mask" in line for line in blocks[0][1])
+    assert re.search(r"^> +16 \|", "\n".join(blocks[0][1]), re.M)
+    assert "merge" not in md.lower().replace("merged", "")  # never a recommendation to merge
+    assert "reproduce with: `auditor review" in md
+
+
+def test_review_says_plainly_what_was_not_checked(flagged_markdown):
+    section = flagged_markdown.split("### Not checked", 1)[1]
+    assert "not imported or run" in section
+    assert "Training was not repeated" in section
+    assert "Static analysis covers only these rules" in section
+    assert "### Smoke\n\nNot run." in flagged_markdown
+
+
+def test_clean_record_folder(tmp_path):
+    folder = tmp_path / "clean_record"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "clean_baseline.py", folder / "train_gpt.py")
+    (folder / "submission.json").write_text(json.dumps({"name": "clean", "val_bpb": 1.2345}))
+    outcome = review_folder(folder, use_cache=False)
+    md = outcome.markdown
+    assert outcome.summary["verdict"] == "clean"
+    assert "**no violation found** by the checks listed below" in md
+    assert "claimed val_bpb **1.2345**" in md
+    assert "### Rule violations\n\nNone found" in md
+    assert fenced_blocks(md) == []
+    assert "https://github.com" not in md  # no repository or commit given: no permalinks
+    assert NOT_A_RULING.search(md)
+
+
+def test_dormant_constructs_are_listed_apart_and_not_counted(tmp_path):
+    folder = tmp_path / "dormant"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "ngram_dormant_flag.py", folder / "train_gpt.py")
+    outcome = review_folder(folder, use_cache=False)
+    md = outcome.markdown
+    assert outcome.summary["verdict"] == "clean"
+    dormant = md.split("### Dormant constructs", 1)[1].split("###", 1)[0]
+    assert "not counted" in dormant
+    assert "`ngram-target-in-key` at `" in dormant
+    assert "train_gpt.py:16" in dormant
+
+
+def test_code_fences_in_the_submission_cannot_break_out(tmp_path):
+    folder = tmp_path / "fence"
+    shutil.copytree(FLAGGED, folder)
+    script = folder / "train_gpt.py"
+    lines = script.read_text().splitlines()
+    lines[15] += "  # ``` <!-- auditor-review --> @maintainer"
+    script.write_text("\n".join(lines) + "\n")
+    md = review_folder(folder, use_cache=False).markdown
+    assert md.count(MARKER) == 1  # the marker that finds our comment stays unique
+    blocks = fenced_blocks(md)
+    text = "\n".join("\n".join(lines) for _, lines in blocks)
+    assert "# ```" in text
+    assert blocks[0][0] == "````"
+    assert all(len(lines) <= 5 for _, lines in blocks)
+
+
+def test_inline_neutralisation():
+    assert fenced("a ```` b").startswith("`````python\n")
+    assert code_span("x ` y") == "``x ` y``"
+    assert code_span("`a") == "`` `a ``"
+    text = inline("see <!-- hidden --> @someone `a|b` <img src=x>", table=True)
+    assert "<!--" not in text and "<img" not in text
+    assert "@\u200bsomeone" in text
+    assert "\\|" in text
+
+
+def test_missing_path_is_a_clear_error_and_exit_2(tmp_path):
+    app = typer.Typer()
+    app.command()(review)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["review", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+# --- PRs from a bare clone, and the store ----------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(cwd), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def bare_clone(tmp_path) -> Path:
+    """A bare repository with main and two PR heads: PR 1 adds a flagged record, PR 2 a clean one."""
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    (work / "README.md").write_text("challenge\n")
+    git(work, "add", "README.md")
+    git(work, "commit", "-q", "-m", "main")
+    folders = {1: ("2026-01-01_Ngram", FLAGGED / "train_gpt.py", 0.5), 2: ("2026-01-02_Clean", FIXTURES / "clean_baseline.py", 1.2)}
+    heads = {}
+    for pr, (name, script, bpb) in folders.items():
+        git(work, "checkout", "-q", "-b", f"pr{pr}", "main")
+        record = work / "records" / "track_10min_16mb" / name
+        record.mkdir(parents=True)
+        shutil.copy(script, record / "train_gpt.py")
+        if pr == 1:
+            shutil.copy(FLAGGED / "README.md", record / "README.md")
+        (record / "submission.json").write_text(json.dumps({"name": f"PR {pr} record", "val_bpb": bpb}))
+        git(work, "add", "records")
+        git(work, "commit", "-q", "-m", f"pr {pr}")
+        heads[pr] = git(work, "rev-parse", "HEAD")
+    bare = tmp_path / "mirror.git"
+    git(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
+    for pr, sha in heads.items():
+        git(bare, "update-ref", f"refs/pull/{pr}/head", sha)
+    return bare
+
+
+def test_pr_review_reads_the_added_record_folder(bare_clone):
+    outcome = review_pr(bare_clone, 1, github_repo="openai/parameter-golf", use_cache=False)
+    head = git(bare_clone, "rev-parse", "refs/pull/1/head")
+    md = outcome.markdown
+    assert outcome.summary["verdict"] == "flag"
+    assert outcome.summary["title"] == "PR 1 record"
+    assert (f"https://github.com/openai/parameter-golf/blob/{head}/records/track_10min_16mb/"
+            "2026-01-01_Ngram/train_gpt.py#L16)") in md
+    assert "`records/track_10min_16mb/2026-01-01_Ngram/train_gpt.py:16`" in md
+    assert "auditor review --repo-dir CLONE --pr 1" in md
+    assert "/tmp/" not in md  # temporary paths never reach the comment
+
+
+def test_store_skips_heads_already_reviewed_and_keeps_history(bare_clone, tmp_path):
+    db = tmp_path / "reviews.sqlite3"
+    with ReviewStore(db) as store:
+        first = review_all_prs(bare_clone, store, jobs=1, use_cache=False)
+        assert (first.heads, first.reviewed, first.reused) == (2, 2, 0)
+        assert first.verdicts == {"flag": 1, "clean": 1}
+    with ReviewStore(db) as store:
+        second = review_all_prs(bare_clone, store, jobs=1, use_cache=False)
+        assert (second.reviewed, second.reused) == (0, 2)
+        assert store.count() == 2
+    # A new head for PR 2 is reviewed; its old row stays (history), the summary shows the new one.
+    work = tmp_path / "work"
+    git(work, "checkout", "-q", "pr2")
+    (work / "records" / "track_10min_16mb" / "2026-01-02_Clean" / "notes.txt").write_text("more\n")
+    git(work, "add", "records")
+    git(work, "commit", "-q", "-m", "pr 2 update")
+    new_head = git(work, "rev-parse", "HEAD")
+    git(work, "push", "-q", str(bare_clone), f"{new_head}:refs/pull/2/head")
+    with ReviewStore(db) as store:
+        third = review_all_prs(bare_clone, store, jobs=2, use_cache=False)
+        assert (third.reviewed, third.reused) == (1, 1)
+        assert store.count() == 3
+        rows = store.summary(auditor.__version__, {1: git(bare_clone, "rev-parse", "refs/pull/1/head"), 2: new_head})
+    assert [(r["pr"], r["verdict"], r["head_sha"]) for r in rows][1] == (2, "clean", new_head)
+    assert rows[0]["rules"] == ["ngram-target-in-key", "ngram-unnormalized"]
+    export_csv(rows, tmp_path / "summary.csv")
+    export_json(rows, tmp_path / "summary.json")
+    table = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [t["pr"] for t in table] == ["1", "2"]
+    assert table[0]["claimed_bpb"] == "0.5" and table[0]["verdict"] == "flag"
+    assert table[0]["title"] == "PR 1 record"
+    assert json.loads((tmp_path / "summary.json").read_text())["reviews"][1]["smoke"] == "not run"
+
+
+def test_one_failing_pr_does_not_stop_the_batch(bare_clone, tmp_path):
+    # PR 3 shares no history with main: no merge base, an error row; the others are reviewed.
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    git(orphan, "init", "-q", "-b", "x")
+    (orphan / "a.txt").write_text("a\n")
+    git(orphan, "add", "a.txt")
+    git(orphan, "commit", "-q", "-m", "orphan")
+    git(orphan, "push", "-q", str(bare_clone), "HEAD:refs/pull/3/head")
+    with ReviewStore(tmp_path / "db.sqlite3") as store:
+        report = review_all_prs(bare_clone, store, jobs=1, use_cache=False)
+        rows = {r["pr"]: r for r in store.summary()}
+    assert report.reviewed == 3 and report.errors == 1
+    assert rows[3]["verdict"] == "error" and "merge base" in rows[3]["error"]
+    assert rows[1]["verdict"] == "flag"
