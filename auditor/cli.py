@@ -11,6 +11,7 @@ import typer
 from auditor.claims.command import claims
 from auditor.classify_command import classify
 from auditor.smoke.command import smoke
+from auditor.review.command import review
 from auditor.data.command import data_app
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app.command(help="Static compliance analysis of submissions (scripts or record f
 app.command(help="Check a record folder's claims against its logs and files.")(claims)
 app.command(help="Import a submission on CPU in a sandbox and build its model.")(smoke)
 app.add_typer(data_app, name="data")
+app.command(help="The review comment (Markdown) for a submission or every PR; posting to GitHub.")(review)
 
 
 if __name__ == "__main__":
