@@ -159,6 +159,8 @@ def library_attributes() -> frozenset[str]:
                      argparse.ArgumentParser, logging.Logger, subprocess.Popen, types.SimpleNamespace,
                      functools.partial, concurrent.futures.ThreadPoolExecutor, concurrent.futures.Future,
                      types.ModuleType, types.FunctionType]
+    names: set[str] = {"weight", "bias", "data", "grad", "shape", "dtype", "device", "requires_grad", "training",
+                       "param_groups", "state", "defaults"}
     try:
         import numpy as np
 
@@ -179,9 +181,18 @@ def library_attributes() -> frozenset[str]:
                 value = getattr(holder, name, None)
                 if isinstance(value, type):
                     objects.append(value)
+        # instance attributes (`weight`, `bias`, `param_groups`) are not in dir() of a class
+        param = nn.Parameter(torch.zeros(2))
+        instances = [nn.Linear(2, 2), nn.Embedding(2, 2), nn.LayerNorm(2), nn.Conv1d(1, 1, 1),
+                     nn.BatchNorm1d(2), nn.MultiheadAttention(4, 2), nn.Dropout(), nn.GELU(), nn.Softmax(-1),
+                     optim.SGD([param], lr=0.1), optim.AdamW([param])]
+        if hasattr(nn, "RMSNorm"):
+            instances.append(nn.RMSNorm(2))
+        for instance in instances:
+            objects.append(instance)
+            names.update(vars(instance))
     except ImportError:
         pass
-    names: set[str] = set()
     for obj in objects:
         names.update(dir(obj))
     return frozenset(names)
@@ -1013,21 +1024,37 @@ class _WrapRefs(cst.CSTTransformer):
         self.owner = owner  # function -> class of this module
         self.sibling_owner = sibling_owner  # sibling module -> function -> class
         self.siblings = siblings
-        self.targets: set[int] = set()
-        self.imported: dict[str, str] = {}  # local alias -> "Class.func" from a sibling
+        self.targets: dict[int, tuple[str, str]] = {}  # id(Name) -> (class, function)
+        self.imported: dict[str, tuple[str, str]] = {}  # local alias -> (class, function) of a sibling
 
     def visit_Module(self, node: cst.Module) -> None:
         scope = self.get_metadata(ScopeProvider, node)
         assert isinstance(scope, GlobalScope)
-        for name in self.owner:
+        # names imported from a sibling whose functions moved into a class: `Class.func`
+        for stmt in node.body:
+            if not isinstance(stmt, cst.SimpleStatementLine):
+                continue
+            for small in stmt.body:
+                if not isinstance(small, cst.ImportFrom) or isinstance(small.names, cst.ImportStar):
+                    continue
+                source = (dotted(small.module) or "").split(".")[-1] if small.module else ""
+                owners = self.sibling_owner.get(source, {})
+                for alias in small.names:
+                    name = alias.name.value if isinstance(alias.name, cst.Name) else None
+                    if name in owners:
+                        bound = alias.asname.name.value if alias.asname else name
+                        self.imported[bound] = (owners[name], name)
+        qualified = {name: (cls, name) for name, cls in self.owner.items()} | self.imported
+        for name, where in qualified.items():
             for assignment in scope.assignments[name]:
                 for access in assignment.references:
                     if isinstance(access.node, cst.Name):
-                        self.targets.add(id(access.node))
+                        self.targets[id(access.node)] = where
 
     def leave_Name(self, original: cst.Name, updated: cst.Name):
         if id(original) in self.targets:
-            return cst.Attribute(cst.Name(self.owner[original.value]), cst.Name(original.value))
+            cls, func = self.targets[id(original)]
+            return cst.Attribute(cst.Name(cls), cst.Name(func))
         return updated
 
     def leave_ImportFrom(self, original: cst.ImportFrom, updated: cst.ImportFrom):
@@ -1040,8 +1067,6 @@ class _WrapRefs(cst.CSTTransformer):
         for alias in updated.names:
             name = alias.name.value if isinstance(alias.name, cst.Name) else None
             if name in owners:
-                bound = alias.asname.name.value if alias.asname else name
-                self.imported[bound] = f"{owners[name]}.{name}"
                 if owners[name] not in added:
                     added.add(owners[name])
                     names.append(cst.ImportAlias(cst.Name(owners[name])))
@@ -1056,33 +1081,6 @@ class _WrapRefs(cst.CSTTransformer):
             owners = self.sibling_owner[original.value.value]
             if original.attr.value in owners:
                 return updated.with_changes(value=cst.Attribute(updated.value, cst.Name(owners[original.attr.value])))
-        return updated
-
-
-class _SiblingRefs(cst.CSTTransformer):
-    """Second pass: names imported from a sibling that became C.f."""
-
-    METADATA_DEPENDENCIES = (ScopeProvider,)
-
-    def __init__(self, imported: dict[str, str]):
-        self.imported = imported
-        self.targets: set[int] = set()
-
-    def visit_Module(self, node):
-        scope = self.get_metadata(ScopeProvider, node)
-        for alias, qualified in self.imported.items():
-            owner = qualified.split(".")[0]
-            for assignment in scope.assignments[owner]:
-                for access in assignment.references:
-                    pass
-            for access in scope.accesses[alias]:
-                if isinstance(access.node, cst.Name):
-                    self.targets.add(id(access.node))
-
-    def leave_Name(self, original, updated):
-        if id(original) in self.targets:
-            owner, func = self.imported[original.value].split(".")
-            return cst.Attribute(cst.Name(owner), cst.Name(func))
         return updated
 
 
@@ -1106,8 +1104,6 @@ def wrap_functions(files: Files, seed: int = 0) -> Files:
     for path, module in modules.items():
         refs = _WrapRefs(owners[path], {m: o for m, o in by_module.items() if m != Path(path).stem}, siblings)
         rewritten = MetadataWrapper(module).visit(refs)
-        if refs.imported:
-            rewritten = MetadataWrapper(rewritten).visit(_SiblingRefs(refs.imported))
         out[path] = _regroup(rewritten, plans[path], owners[path]).code
     return out
 
