@@ -56,6 +56,7 @@ class ReviewContext:
     repo_prefix: str = ""  # the root's own path inside the repository
     command: str = ""  # the command that reproduces this review
     not_checked: list[str] = field(default_factory=list)  # extra notes from the source
+    repo_paths: dict[str, str] = field(default_factory=dict)  # local file -> its path in the repository
     read_lines: Callable[[str], list[str] | None] = _read_file_lines
 
 
@@ -117,7 +118,20 @@ def permalink(context: ReviewContext, path: str, start: int | None, end: int | N
 
 
 def _repo_path(context: ReviewContext, path: str) -> str:
+    if path in context.repo_paths:
+        return context.repo_paths[path]
     return repo_relative(path, context.root, context.repo_prefix)
+
+
+def scrub_paths(text: str, context: ReviewContext) -> str:
+    """Local (temporary) paths in messages become paths in the repository."""
+    for local, repo in context.repo_paths.items():
+        text = text.replace(local, repo)
+    if context.root:
+        root = str(Path(context.root))
+        text = text.replace(root + "/", context.repo_prefix.rstrip("/") + "/" if context.repo_prefix else "")
+        text = text.replace(root, context.repo_prefix or ".")
+    return text
 
 
 def excerpt(finding: FindingView, context: ReviewContext) -> tuple[str, int, int] | None:
@@ -331,4 +345,4 @@ def review_markdown(
 
     out += ["---", f"<sub>auditor {version} · reproduce with: {code_span(context.command or 'auditor review ' + subject)}"
             + (f" at commit `{context.sha}`" if context.sha else "") + "</sub>", ""]
-    return "\n".join(out)
+    return scrub_paths("\n".join(out), context)

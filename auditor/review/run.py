@@ -86,7 +86,7 @@ def _as_json(result: Any) -> dict | None:
 def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: str | Path | None = None,
                   context=None, use_cache: bool = True, pr: int | None = None, title: str = "") -> ReviewOutcome:
     """Review a record folder (or one script) on disk."""
-    from auditor.report.markdown import ReviewContext, review_markdown
+    from auditor.report.markdown import ReviewContext, review_markdown, scrub_paths
 
     folder = Path(folder)
     if not folder.exists():
@@ -101,6 +101,8 @@ def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: 
     classify_json, claims_json, smoke_json = _as_json(classify_result), _as_json(claims_result), _as_json(smoke_result)
     row = summary_row(classify_json, claims_json, smoke_json, pr=pr, head_sha=context.sha or "", title=title,
                       folder=context.subject)
+    if row["error"]:
+        row["error"] = scrub_paths(row["error"], context)
     return ReviewOutcome(markdown, row, classify_json, claims_json, smoke_json)
 
 
@@ -133,8 +135,11 @@ def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, git
         folder = materialize(Path(repo_dir), source, root)
         notes = [f"Not present in the clone, so not read: `{path}`." for path in source.skipped]
         notes += [f"The PR also adds `{other}`; this review covers `{source.folder}` only." for other in source.other_folders]
+        if source.borrowed:
+            notes.append("The record folder has no Python code; the review read what the PR changed at the "
+                         "repository root: " + ", ".join(f"`{name}`" for name in source.borrowed.values()) + ".")
         context = ReviewContext(subject=source.folder, github_repo=github_repo, sha=source.head_sha, pr=pr,
-                                root=str(root), command=command, not_checked=notes)
+                                root=str(root), command=command, not_checked=notes, repo_paths=dict(source.borrowed))
         return review_folder(folder, smoke=smoke, reproduce_report=reproduce_report, context=context,
                              use_cache=use_cache, pr=pr, title=source.title)
     finally:

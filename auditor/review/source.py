@@ -29,6 +29,10 @@ class PrSource:
     folder: str = ""  # the record folder's path in the repository, "" when the PR adds none
     other_folders: list[str] = field(default_factory=list)  # also added, not reviewed
     skipped: list[str] = field(default_factory=list)  # files whose blobs the clone lacks
+    # Python files the PR adds or changes at the repository root: older PRs edited the root
+    # train_gpt.py and added a record folder with only a README and logs.
+    root_scripts: list[str] = field(default_factory=list)
+    borrowed: dict[str, str] = field(default_factory=dict)  # materialized file -> its path in the repo
     title: str = ""  # the submission's name from submission.json, when it has one
 
 
@@ -116,6 +120,9 @@ def locate_pr(repo_dir: Path, pr: int, head_sha: str | None = None) -> PrSource:
             folders.setdefault(folder, []).append(name)
     if folders:
         source.folder, source.other_folders = _pick_folder(repo_dir, head_sha, folders)
+    changed = _git(repo_dir, "diff", "--name-only", "--no-renames", "--diff-filter=AM", "-z", source.base_sha, head_sha)
+    source.root_scripts = sorted(n for n in changed.decode(errors="replace").split("\0")
+                                 if n.endswith(".py") and "/" not in n)
     return source
 
 
@@ -153,6 +160,16 @@ def materialize(repo_dir: Path, source: PrSource, dest: Path) -> Path:
         out = target / Path(*relative.parts)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
+    if "train_gpt.py" in source.root_scripts and not any(target.glob("*.py")):
+        # The folder has no code: what ran is the root script the PR changed (and its helpers).
+        for name in source.root_scripts:
+            try:
+                data = _git(repo_dir, "cat-file", "blob", f"{source.head_sha}:{name}")
+            except SourceUnavailable:
+                source.skipped.append(f"{name} (blob missing from the clone)")
+                continue
+            (target / name).write_bytes(data)
+            source.borrowed[str(target / name)] = name
     source.title = _title(target)
     return target
 
