@@ -2,6 +2,12 @@
 
 Nothing here runs submission code: packed scripts are decoded by evaluating only
 string literals through a fixed set of decoders (base64/b85/a85/hex, lzma/zlib/gzip/bz2).
+
+Every read is bounded: a file is stat'ed before it is opened (regular files only, no
+FIFOs or devices, no link that leads out of its folder, a size limit), and decompression
+stops at an output limit per layer and in total. A `FileReader` made active for a
+command run (`with reader.active():`) makes every read of a file after the first come
+from memory, so each submission file is read once per run.
 """
 
 from __future__ import annotations
@@ -10,17 +16,27 @@ import ast
 import base64
 import binascii
 import bz2
-import gzip
+import contextlib
+import contextvars
+import errno
 import lzma
+import os
 import re
+import stat
 import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 MAX_FILE_BYTES = 5_000_000
-MAX_UNPACKED_BYTES = 20_000_000
-MAX_PACK_DEPTH = 4
+# A decoded layer is source code: no record's script is near this (the largest are ~150 KB).
+MAX_UNPACKED_BYTES = MAX_FILE_BYTES
+# All layers of one script together (a bomb nested in layers stops here).
+MAX_UNPACKED_TOTAL = 2 * MAX_FILE_BYTES
+MAX_PACK_DEPTH = 8
+# Deeper bracket nesting than this is refused before libcst sees it (libcst segfaults
+# on a few thousand nested parentheses; CPython's own parser stops at 200).
+MAX_NESTING = 150
 
 
 class SourceError(Exception):
@@ -44,19 +60,111 @@ class Source:
         return bool(self.packing)
 
 
-def read_bytes_checked(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+# --- bounded reading ------------------------------------------------------------------
+
+
+def _open_regular(path: Path, limit: int, root: Path | None) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, checked before it is opened."""
     try:
-        size = path.stat().st_size
+        info = os.lstat(path)
+        target = path
+        if stat.S_ISLNK(info.st_mode):
+            target = path.resolve()
+            base = (root or path.parent).resolve()
+            if base not in target.parents and target != base:
+                raise SourceError(f"{path.name} is a link that leads out of its folder")
+            info = os.stat(target)
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not path.is_file():
+    if not stat.S_ISREG(info.st_mode):
         raise SourceError(f"{path} is not a regular file")
-    if size > limit:
-        raise SourceError(f"file is {size:,} bytes, over the {limit:,}-byte limit")
+    if info.st_size > limit:
+        raise _TooLarge(f"file is {info.st_size:,} bytes, over the {limit:,}-byte limit")
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open.
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError(f"{path.name} is a link that leads out of its folder") from None
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError(f"{path} is not a regular file")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _TooLarge(f"file is over the {limit:,}-byte limit")
+        return b"".join(chunks)
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+class _TooLarge(SourceError):
+    pass
+
+
+class FileReader:
+    """Reads each file once per command run; later reads of it come from memory.
+
+    `root` bounds where links may lead. `opens` counts the files actually opened.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = root
+        self.opens = 0
+        self._read: dict[Path, tuple[int, bytes | SourceError]] = {}
+
+    def read(self, path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+        key = Path(os.path.abspath(path))
+        known = self._read.get(key)
+        # Read again only when an earlier, smaller limit refused the file.
+        if known is None or (isinstance(known[1], _TooLarge) and limit > known[0]):
+            self.opens += 1
+            try:
+                known = (limit, _open_regular(key, limit, self.root))
+            except SourceError as exc:
+                known = (limit, exc)
+            self._read[key] = known
+        found = known[1]
+        if isinstance(found, SourceError):
+            raise type(found)(str(found))
+        if len(found) > limit:
+            raise _TooLarge(f"file is {len(found):,} bytes, over the {limit:,}-byte limit")
+        return found
+
+    @contextlib.contextmanager
+    def active(self):
+        token = _ACTIVE_READER.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE_READER.reset(token)
+
+
+_ACTIVE_READER: contextvars.ContextVar[FileReader | None] = contextvars.ContextVar("auditor_reader", default=None)
+
+
+def read_bytes_checked(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes, bounded (see the module docstring); raises SourceError with a reason."""
+    reader = _ACTIVE_READER.get()
+    if reader is not None:
+        return reader.read(Path(path), limit)
+    return _open_regular(Path(path), limit, None)
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file (a link to one counts), never a FIFO or a device."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def decode_text(data: bytes, what: str = "file") -> str:
@@ -74,25 +182,48 @@ def parse_python(text: str, what: str = "file") -> ast.Module:
     try:
         return ast.parse(text)
     except SyntaxError as exc:
-        tree = _parse_newer_fstrings(text)
-        if tree is None:
-            raise SourceError(f"{what} is not valid Python: {exc.msg} at line {exc.lineno}") from None
-        return tree
+        error = exc
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SourceError(f"{what} cannot be parsed as Python: {type(exc).__name__}") from None
+    tree = _parse_newer_fstrings(text, what)
+    if tree is None:
+        raise SourceError(f"{what} is not valid Python: {error.msg} at line {error.lineno}")
+    return tree
 
 
-def _parse_newer_fstrings(text: str) -> ast.Module | None:
+def nesting_depth(text: str) -> int:
+    """The deepest bracket nesting of `text` (brackets inside strings count too: an upper bound)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(text):
+        if match.group() in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+_BRACKET = re.compile(r"[()\[\]{}]")
+
+
+def _parse_newer_fstrings(text: str, what: str = "file") -> ast.Module | None:
     """Python 3.12 f-strings (quotes reused inside braces) break 3.11's ast; libcst reads them.
 
     Each f-string is replaced by a plain string with the same number of newlines, so the
     ast keeps every line number; f-string contents (log messages) carry nothing we analyze.
+    libcst is only given text whose nesting is shallow: it crashes the process on deep code.
     """
     if sys.version_info < (3, 12):
         try:
             return ast.parse(blank_fstrings(text))  # fast path: a scanner, no libcst parse
         except SyntaxError:
             pass
+        except (ValueError, RecursionError, MemoryError):
+            raise SourceError(f"{what} is nested too deeply to analyze") from None
+    depth = nesting_depth(text)
+    if depth > MAX_NESTING:
+        raise SourceError(f"{what} is nested too deeply to analyze ({depth} levels of brackets, "
+                          f"the limit is {MAX_NESTING})")
     import libcst as cst
 
     class _Blank(cst.CSTTransformer):
@@ -176,11 +307,17 @@ def read_source(path: Path) -> Source:
     tree = parse_python(text)
     source = Source(path=path, text=text, raw_bytes=raw)
     layers: list[str] = []
-    for _ in range(MAX_PACK_DEPTH):
-        found = find_exec_payload(tree, path.parent)
+    budget = UnpackBudget()
+    while True:
+        found = find_exec_payload(tree, path.parent, budget)
         if found is None:
             break
+        if len(layers) == MAX_PACK_DEPTH:
+            raise SourceError(f"the script is packed more than {MAX_PACK_DEPTH} layers deep "
+                              f"({' > '.join(layers)} > ...): refused rather than judged unread")
         payload, how, line = found
+        if payload == text:
+            break  # `exec(open(__file__).read())`: the script reads itself
         if not source.exec_line:
             source.exec_line = line
         layers.append(how)
@@ -217,56 +354,68 @@ class _Unknown(Exception):
     pass
 
 
-def _bounded_lzma(data: bytes, kwargs: dict) -> bytes:
-    dec = lzma.LZMADecompressor(**kwargs)
-    out = dec.decompress(data, max_length=MAX_UNPACKED_BYTES + 1)
-    if len(out) > MAX_UNPACKED_BYTES:
-        raise _Unknown("decompressed payload too large")
-    return out
+@dataclass
+class UnpackBudget:
+    """Decompressed bytes still allowed for one script, all layers together."""
+
+    remaining: int = MAX_UNPACKED_TOTAL
+
+    def limit(self) -> int:
+        return min(MAX_UNPACKED_BYTES, self.remaining)
+
+    def spend(self, data: bytes) -> bytes:
+        if len(data) > self.limit():
+            raise _Unknown(f"decompressed payload over the {self.limit():,}-byte limit")
+        self.remaining -= len(data)
+        return data
 
 
-def _bounded_zlib(data: bytes, wbits: int) -> bytes:
-    dec = zlib.decompressobj(wbits)
-    out = dec.decompress(data, MAX_UNPACKED_BYTES + 1)
-    if len(out) > MAX_UNPACKED_BYTES:
-        raise _Unknown("decompressed payload too large")
-    return out
+_LZMA_MEMLIMIT = 256 << 20
 
 
-def _decompress(module: str, data: bytes, kwargs: dict) -> bytes:
+def _decompress(module: str, data: bytes, kwargs: dict, budget: UnpackBudget) -> bytes:
+    """Decompress with an output bound: a bomb stops at the limit, never at memory's end."""
+    cap = budget.limit() + 1
     if module == "lzma":
-        return _bounded_lzma(data, {k: v for k, v in kwargs.items() if k in ("format", "filters", "memlimit")})
-    if module == "zlib":
-        return _bounded_zlib(data, kwargs.get("wbits", zlib.MAX_WBITS))
-    if module == "gzip":
-        return _bounded_zlib(data, 16 + zlib.MAX_WBITS)
-    if module == "brotli":
+        options = {k: v for k, v in kwargs.items() if k in ("format", "filters")}
+        if options.get("format", lzma.FORMAT_AUTO) in (lzma.FORMAT_AUTO, lzma.FORMAT_XZ, lzma.FORMAT_ALONE):
+            options["memlimit"] = _LZMA_MEMLIMIT
+        out = lzma.LZMADecompressor(**options).decompress(data, max_length=cap)
+    elif module in ("zlib", "gzip"):
+        wbits = 16 + zlib.MAX_WBITS if module == "gzip" else kwargs.get("wbits", zlib.MAX_WBITS)
+        out = zlib.decompressobj(wbits).decompress(data, cap)
+    elif module == "bz2":
+        out = bz2.BZ2Decompressor().decompress(data, max_length=cap)
+    elif module == "brotli":
         try:
             import brotli  # optional: not in the standard library
         except ImportError:
             raise _Unknown("brotli-compressed payload; install the brotli package to unpack it") from None
         decompressor = brotli.Decompressor()
         try:  # brotli 1.2 can cap its output, so a bomb stops early
-            out = decompressor.process(data, output_buffer_limit=MAX_UNPACKED_BYTES + 1)
+            out = decompressor.process(data, output_buffer_limit=cap)
         except TypeError:
+            if len(data) * 64 > cap:  # an old brotli cannot cap: refuse what could be a bomb
+                raise _Unknown("brotli payload too large for this brotli version to unpack safely") from None
             out = decompressor.process(data)
-        if len(out) > MAX_UNPACKED_BYTES:
-            raise _Unknown("decompressed payload too large")
-        return out
-    if module == "bz2":
-        dec = bz2.BZ2Decompressor()
-        out = dec.decompress(data, max_length=MAX_UNPACKED_BYTES + 1)
-        if len(out) > MAX_UNPACKED_BYTES:
-            raise _Unknown("decompressed payload too large")
-        return out
-    raise _Unknown(module)
+    else:
+        raise _Unknown(module)
+    return budget.spend(out)
+
+
+def _bounded(value):
+    """A literal built by concatenation stays under the file limit (`S = S + S` doubles)."""
+    if isinstance(value, (str, bytes)) and len(value) > MAX_UNPACKED_TOTAL:
+        raise _Unknown("a literal built from parts grows over the size limit")
+    return value
 
 
 class _Evaluator:
     """Evaluates the tiny expression language of packer stubs over literals."""
 
     def __init__(self, aliases: dict[str, str], names: dict[str, list[tuple[int, ast.expr]]], folder: Path,
-                 line: int):
+                 line: int, budget: UnpackBudget):
+        self.budget = budget
         self.aliases = aliases  # local name -> module name (import lzma as L)
         self.names = names  # module-level NAME = <expr> assignments, in order, with their lines
         self.folder = folder
@@ -308,7 +457,7 @@ class _Evaluator:
         if isinstance(node, ast.Dict):
             return {self.value(k): self.value(v) for k, v in zip(node.keys, node.values) if k is not None}
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return self.value(node.left) + self.value(node.right)
+            return _bounded(self.value(node.left) + self.value(node.right))
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # lzma preset flags
             left, right = self.value(node.left), self.value(node.right)
             if isinstance(left, int) and isinstance(right, int):
@@ -348,7 +497,7 @@ class _Evaluator:
                 value = self.value(owner)
                 old, new = self.value(args[0]), self.value(args[1])
                 if isinstance(value, (str, bytes)) and type(old) is type(value) and type(new) is type(value):
-                    return value.replace(old, new)
+                    return _bounded(value.replace(old, new))
                 raise _Unknown("replace")
             if name == "join" and len(args) == 1:
                 separator, parts = self.value(owner), self.value(args[0])
@@ -356,7 +505,7 @@ class _Evaluator:
                     return separator.join([parts])  # "".join(("a" "b")) is one implicit concatenation
                 if isinstance(separator, (str, bytes)) and isinstance(parts, list) and all(
                         type(p) is type(separator) for p in parts):
-                    return separator.join(parts)
+                    return _bounded(separator.join(parts))
                 raise _Unknown("join")
         if name in _B2B:
             data = self.value(args[0])
@@ -372,7 +521,7 @@ class _Evaluator:
             candidates = [module] if module in _DECOMPRESSORS else list(_DECOMPRESSORS)
             for candidate in candidates:
                 try:
-                    out = _decompress(candidate, data, kwargs)
+                    out = _decompress(candidate, data, kwargs, self.budget)
                 except _Unknown:
                     raise
                 except Exception:
@@ -431,44 +580,107 @@ def _import_aliases(tree: ast.Module) -> dict[str, str]:
     return aliases
 
 
-def find_exec_payload(tree: ast.Module, folder: Path) -> tuple[str, str, int] | None:
+_EXEC_BUILTINS = ("exec", "eval")
+_BUILTINS_MODULES = ("builtins", "__builtin__", "__builtins__")
+
+
+def _exec_names(tree: ast.Module, aliases: dict[str, str]) -> set[str]:
+    """Names that stand for exec/eval: the builtins and their aliases (`run = exec`,
+    `from builtins import exec as run`, `go = builtins.exec`)."""
+    names = set(_EXEC_BUILTINS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in _BUILTINS_MODULES:
+            names.update(a.asname or a.name for a in node.names if a.name in _EXEC_BUILTINS)
+    assigns = [n for n in ast.walk(tree) if isinstance(n, ast.Assign)]
+    grown = True
+    while grown:  # run = exec; go = run
+        grown = False
+        for node in assigns:
+            if not _is_exec_ref(node.value, names, aliases):
+                continue
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id not in names:
+                    names.add(target.id)
+                    grown = True
+    return names
+
+
+def _is_exec_ref(node: ast.expr, names: set[str], aliases: dict[str, str]) -> bool:
+    """`exec`, an alias of it, `builtins.exec`, `__builtins__["exec"]`, `getattr(builtins, "exec")`."""
+    if isinstance(node, ast.Name):
+        return node.id in names
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        module = aliases.get(node.value.id, node.value.id)
+        return node.attr in _EXEC_BUILTINS and module in _BUILTINS_MODULES
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return node.slice.value in _EXEC_BUILTINS
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+            and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
+        return node.args[1].value in _EXEC_BUILTINS
+    return False
+
+
+def _is_stub(tree: ast.Module) -> bool:
+    """A packer stub: a few statements beside its imports (a real script has hundreds)."""
+    body = tree.body[1:] if tree.body and _is_docstring(tree.body[0]) else tree.body
+    return len([s for s in body if not isinstance(s, (ast.Import, ast.ImportFrom))]) <= 5
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def find_exec_payload(tree: ast.Module, folder: Path, budget: UnpackBudget | None = None
+                      ) -> tuple[str, str, int] | None:
     """Return (decoded source, how it was packed, line of the exec) for a packer stub.
 
-    Only module-level exec() calls count: a packer stub is a few lines that exec one blob.
+    Any call of exec/eval counts, however it is spelled (aliases, `builtins.exec`, inside
+    an `if` or a function). A stub (a few statements) whose payload cannot be decoded, or
+    decodes to something that is not text, raises SourceError: judging the stub alone
+    would call it clean.
     """
-    if not any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "exec"
-               for s in tree.body):
+    budget = budget or UnpackBudget()
+    aliases = _import_aliases(tree)
+    callers = _exec_names(tree, aliases)
+    calls = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
+                    and _is_exec_ref(node.func, callers, aliases)), key=lambda call: call.lineno)
+    stub = _is_stub(tree)
+    if not stub:  # in a real script only a module-level exec replaces the code we judge
+        top = {id(s.value) for s in tree.body if isinstance(s, ast.Expr)}
+        calls = [call for call in calls if id(call) in top]
+    if not calls:
         return None
     names: dict[str, list[tuple[int, ast.expr]]] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            names.setdefault(stmt.targets[0].id, []).append((stmt.lineno, stmt.value))
-    aliases = _import_aliases(tree)
+    for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Assign)), key=lambda n: n.lineno):
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            names.setdefault(node.targets[0].id, []).append((node.lineno, node.value))
     failure = ""
-    for stmt in tree.body:
-        call = stmt.value if isinstance(stmt, ast.Expr) else None
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "exec" and call.args):
-            continue
-        evaluator = _Evaluator(aliases, names, folder, stmt.lineno)
+    for call in calls:
+        evaluator = _Evaluator(aliases, names, folder, call.lineno, budget)
         try:
             payload = evaluator.value(call.args[0])
-        except (_Unknown, ValueError, TypeError, KeyError, IndexError, LookupError, lzma.LZMAError, zlib.error, OSError) as exc:
-            failure = f"line {stmt.lineno}: {exc or type(exc).__name__}"
+        except (_Unknown, ValueError, TypeError, KeyError, IndexError, LookupError, lzma.LZMAError, zlib.error,
+                OSError, MemoryError) as exc:
+            failure = f"line {call.lineno}: {exc or type(exc).__name__}"
             continue
         except SourceError as exc:
-            failure = f"line {stmt.lineno}: {exc}"
+            failure = f"line {call.lineno}: {exc}"
             continue
         if isinstance(payload, bytes):
             try:
                 payload = payload.decode("utf-8")
             except UnicodeDecodeError:
+                failure = f"line {call.lineno}: the decoded payload is not UTF-8 text"
                 continue
-        if not isinstance(payload, str) or not evaluator.steps:
+        if not isinstance(payload, str):
+            failure = f"line {call.lineno}: the exec'd value is a {type(payload).__name__}, not code"
             continue
+        if not evaluator.steps:
+            if not stub:
+                continue  # a script that execs a literal line of its own: nothing hidden
+            evaluator.steps.append("literal")
         how = "+".join(reversed(evaluator.steps))
-        return payload, how, stmt.lineno
-    code_statements = [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
-    if failure and len(code_statements) <= 5:
-        # A packer stub whose payload we cannot read: judging the stub would call it clean.
+        return payload, how, call.lineno
+    if failure and stub:
         raise SourceError(f"the script execs code that cannot be unpacked statically ({failure})")
     return None
