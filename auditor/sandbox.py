@@ -20,7 +20,7 @@ API (typed; everything else in this module is internal):
     SandboxSpec(argv, workdir, readonly_binds=[(host, dest)], writable_binds=[(host, dest)],
                 copied_files=[(host_file, dest)], data_files=[(bytes, dest)],
                 tmpfs=["/tmp", ...], tmpfs_size=..., env={...}, limits=ResourceLimits(),
-                network=False, timeout_s=120.0, result_channel=True,
+                network=False, timeout_s=120.0, result_channel=True, reaper=False,
                 max_result_bytes=..., max_output_bytes=...)
         argv and workdir are paths INSIDE the sandbox. `copied_files` are written into a
         tmpfs (writable copies bounded by tmpfs_size); `data_files` are read-only data.
@@ -131,6 +131,9 @@ class SandboxSpec:
     network: bool = False
     timeout_s: float = 120.0
     result_channel: bool = True
+    # The command is pid 1 of its namespace: no bwrap process inside whose /proc/1/mem the
+    # child could write, and getppid() is 0. Set True to keep bwrap's reaper as pid 1.
+    reaper: bool = False
     max_result_bytes: int = 8 * MIB
     max_output_bytes: int = 32 * MIB
 
@@ -563,6 +566,8 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: list[int]) -> li
         fd = _memfd(seccomp, "auditor-seccomp")
         fds.append(fd)
         args += ["--seccomp", str(fd)]
+    if not spec.reaper:
+        args.append("--as-pid-1")
     args += ["--remount-ro", "/", "--chdir", spec.workdir]
     return args
 

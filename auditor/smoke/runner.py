@@ -18,7 +18,7 @@ from pathlib import Path
 
 from auditor.smoke.discover import discover_model, strip_entry_calls
 from auditor.smoke.fstrings import rewrite_nested_fstrings
-from auditor.sandbox import SandboxTool, SandboxUnavailable, find_bwrap
+from auditor.sandbox import SandboxTool, SandboxUnavailable, allowed_setting_name, find_bwrap
 from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
 from auditor.source import MAX_PACK_DEPTH, SourceError, decode_text, find_exec_payload, parse_python, read_bytes_checked
 from auditor.submission import load_submission
@@ -430,6 +430,9 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
     if options.sandbox and tool is None:
         raise SandboxUnavailable(NO_SANDBOX_MESSAGE)
     computed = {"code_bytes": code_bytes, "script_sha256": _sha256(script)}
+    held_back = sorted(name for name in env if not allowed_setting_name(name))
+    if held_back:
+        notes = notes + [f"not passed to the child: {', '.join(held_back)} (loader/interpreter settings)"]
     record_files, copy_notes = _record_files(submission.root, script, submission.is_record_folder)
     notes = notes + copy_notes
     run_dir = Path(tempfile.mkdtemp(prefix="auditor-smoke-"))
