@@ -253,3 +253,35 @@ def test_one_failing_pr_does_not_stop_the_batch(bare_clone, tmp_path):
     assert report.reviewed == 3 and report.errors == 1
     assert rows[3]["verdict"] == "error" and "merge base" in rows[3]["error"]
     assert rows[1]["verdict"] == "flag"
+
+
+def test_reproduce_report_and_smoke_are_rendered_from_their_results(tmp_path):
+    report = {"path": "x", "verdict": "DIVERGED", "error": None,
+              "hardware": {"description": "1 x NVIDIA H200", "device_count": 1, "is_8xh100": False},
+              "seeds": [{"seed": 1337, "verdict": "DIVERGED", "val_bpb": 1.31, "claimed_val_bpb": 1.2,
+                         "reasons": ["val_bpb 1.31000 vs claimed 1.20000"],
+                         "train_time": {"measured_s": 640.0, "estimated_8xh100_s": 590.5}}],
+              "mean": {"rerun_mean_bpb": 1.31, "claimed_mean_bpb": 1.2, "delta_bpb": 0.11, "within_tolerance": False},
+              "notes": []}
+    (tmp_path / "reproduce.json").write_text(json.dumps(report))
+    outcome = review_folder(FIXTURES.parent.parent / "fixtures" / "smoke" / "legit", smoke=True,
+                            reproduce_report=tmp_path / "reproduce.json", use_cache=False)
+    md = outcome.markdown
+    assert outcome.summary["verdict"] == "flag"  # the rerun diverged from the claim
+    assert outcome.summary["smoke"] == "ok"
+    assert "rerun: **DIVERGED**" in md
+    assert "mean val_bpb of the rerun 1.31000, claimed 1.20000, delta 0.11000 (**outside tolerance**)" in md
+    assert "(~590.5 s on 8xH100, estimated)" in md
+    assert re.search(r"Smoke passed: import OK in [\d.]+s, class=\w+", md)
+    assert "Training was not repeated" not in md
+    assert "not imported or run" not in md
+
+
+def test_unreadable_reproduce_report_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    app = typer.Typer()
+    app.command()(review)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["review", str(FLAGGED), "--reproduce-report", str(tmp_path / "bad.json")])
+    assert result.exit_code == 2
+    assert "is not JSON" in result.output

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from auditor.review.results import (
+    REPRODUCE_FLAGS,
     ClaimsView,
     ClassifyView,
     FindingView,
@@ -179,7 +180,10 @@ def _ruling_line(rule_id: str) -> str:
 
 def _violation(index: int, finding: FindingView, context: ReviewContext) -> list[str]:
     doc = rule_doc(finding.rule)
-    out = [f"#### {index}. `{finding.rule}` at {_location(finding, context)}", "", inline(finding.message), ""]
+    message = inline(finding.message)
+    if finding.counted_as_run:
+        message += f" Counted as run: {inline(finding.counted_as_run)}."
+    out = [f"#### {index}. `{finding.rule}` at {_location(finding, context)}", "", message, ""]
     shown = excerpt(finding, context)
     if shown is not None:
         text, start, end = shown
@@ -198,7 +202,8 @@ def _violation(index: int, finding: FindingView, context: ReviewContext) -> list
 
 
 def _short(finding: FindingView, context: ReviewContext) -> str:
-    return f"- `{finding.rule}` at {_location(finding, context)}: {inline(finding.message)}"
+    why = f" (not run: {inline(finding.dormancy)})" if finding.dormancy else ""
+    return f"- `{finding.rule}` at {_location(finding, context)}: {inline(finding.message)}{why}"
 
 
 def _claims_table(claims: ClaimsView) -> list[str]:
@@ -217,7 +222,7 @@ def _claims_table(claims: ClaimsView) -> list[str]:
     return out
 
 
-def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None) -> str:
+def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None, reproduce: ReproduceView | None) -> str:
     bpb = claims.claimed_bpb if claims is not None and claims.claimed_bpb else None
     claimed = f"claimed val_bpb **{inline(bpb)}**" if bpb else "claimed val_bpb: not stated in submission.json"
     if verdict == "flag":
@@ -227,12 +232,15 @@ def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None) -> 
                          + ", ".join(f"`{r}`" for r in classify.rules))
         if claims is not None and claims.violations:
             parts.append(f"{len(claims.violations)} claims violation(s)")
+        if reproduce is not None and reproduce.verdict.upper() in REPRODUCE_FLAGS:
+            parts.append(f"the rerun {inline(reproduce.verdict)}")
         word = "**flagged** (" + "; ".join(parts) + ")"
     elif verdict == "error":
         word = f"**not analysed**: {inline(classify.error or 'unknown error')}"
     else:
         word = "**no violation found** by the checks listed below"
-    return f"**Verdict:** {word} · {claimed}"
+    rerun = f" · rerun: **{inline(reproduce.verdict)}**" if reproduce is not None else ""
+    return f"**Verdict:** {word} · {claimed}{rerun}"
 
 
 def _not_checked(classify: ClassifyView, claims: ClaimsView | None, smoke: SmokeView | None,
@@ -278,7 +286,7 @@ def review_markdown(
     claims_v = claims_view(claims)
     smoke_v = smoke_view(smoke)
     reproduce_v = reproduce_view(reproduce, reproduce_source)
-    verdict = review_verdict(classify_v, claims_v)
+    verdict = review_verdict(classify_v, claims_v, reproduce_v)
 
     subject = context.subject or _repo_path(context, str(Path(classify_v.path).parent))
     where = [code_span(subject)]
@@ -290,7 +298,7 @@ def review_markdown(
         MARKER,
         f"## Automated compliance review: {', '.join(where)}",
         "",
-        _header(verdict, classify_v, claims_v),
+        _header(verdict, classify_v, claims_v, reproduce_v),
         "",
         f"> {NOT_A_RULING.format(version=version)} It reports what the checks below found; "
         "the maintainers decide.",

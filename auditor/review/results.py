@@ -30,6 +30,8 @@ class FindingView:
     evidence: str = ""
     # Line numbers of a packed script count lines of the decoded source, not of the file.
     decoded: bool = False
+    dormancy: str = ""  # why it does not run (dormant findings)
+    counted_as_run: str = ""  # why a dormant construct counts as run anyway
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,10 @@ def classify_view(result: Any) -> ClassifyView:
         line = int(raw.get("line") or raw.get("start_line") or 0)
         end_line = int(raw.get("end_line") or line)
         extras = raw.get("extras") or {}
-        decoded = bool(_PACKED.search(message) or (isinstance(extras, dict) and extras.get("packing")))
+        decoded = bool(_PACKED.search(message) or raw.get("packing") or raw.get("decoded")
+                       or (isinstance(extras, dict) and extras.get("packing")))
+        dormancy = raw.get("dormancy")
+        dormancy_text = str(dormancy.get("text", "")) if isinstance(dormancy, dict) else str(dormancy or "")
         findings.append(FindingView(
             rule=str(raw.get("rule") or raw.get("check") or "?"),
             severity=str(raw.get("severity", "violation")),
@@ -100,6 +105,9 @@ def classify_view(result: Any) -> ClassifyView:
             message=message,
             evidence=str(raw.get("evidence") or ""),
             decoded=decoded,
+            dormancy=dormancy_text if dormancy_text not in message else "",
+            counted_as_run=str(raw.get("counted_as_run") or "") if str(raw.get("counted_as_run") or "") not in message
+            else "",
         ))
     return ClassifyView(main_path, str(data.get("verdict", "error")), data.get("error"), tuple(findings))
 
@@ -217,22 +225,53 @@ class ReproduceView:
     lines: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _fmt(value: Any, digits: int = 5) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 def reproduce_view(report: dict | None, source: str = "") -> ReproduceView | None:
-    """A reproduce report (its JSON); read defensively, its shape belongs to `reproduce`."""
+    """A reproduce report (ReproduceResult.to_json()); read defensively, the shape is reproduce's."""
     if report is None:
         return None
     data = _results_list(report)[0] if isinstance(report, dict) else {}
     verdict = str(data.get("verdict") or data.get("status") or "unknown")
     lines = []
-    for key in ("claimed_bpb", "claimed_val_bpb", "mean_val_bpb", "reproduced_bpb", "observed_val_bpb", "delta"):
-        if data.get(key) is not None:
-            lines.append(f"{key}: {data[key]}")
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    hardware = data.get("hardware") or {}
+    if isinstance(hardware, dict) and hardware.get("description"):
+        lines.append(f"hardware: {hardware['description']}" + ("" if hardware.get("is_8xh100") else
+                                                                   " (not 8xH100: times are estimates)"))
+    mean = data.get("mean") or {}
+    if isinstance(mean, dict) and mean.get("rerun_mean_bpb") is not None:
+        text = f"mean val_bpb of the rerun {_fmt(mean['rerun_mean_bpb'])}"
+        if mean.get("claimed_mean_bpb") is not None:
+            text += f", claimed {_fmt(mean['claimed_mean_bpb'])}, delta {_fmt(mean.get('delta_bpb'))}"
+        if mean.get("within_tolerance") is not None:
+            text += " (within tolerance)" if mean["within_tolerance"] else " (**outside tolerance**)"
+        lines.append(text)
     for seed in data.get("seeds") or data.get("runs") or []:
-        if isinstance(seed, dict):
-            parts = [f"{k}={seed[k]}" for k in ("seed", "val_bpb", "claimed_val_bpb", "status") if seed.get(k) is not None]
-            if parts:
-                lines.append("seed " + ", ".join(parts))
-    for note in data.get("notes") or data.get("findings") or []:
+        if not isinstance(seed, dict):
+            continue
+        parts = [f"seed {seed.get('seed', '?')}: {seed.get('verdict') or seed.get('status') or '?'}"]
+        if seed.get("val_bpb") is not None:
+            parts.append(f"val_bpb {_fmt(seed['val_bpb'])}")
+        if seed.get("claimed_val_bpb") is not None:
+            parts.append(f"claimed {_fmt(seed['claimed_val_bpb'])}")
+        train = seed.get("train_time") or {}
+        if isinstance(train, dict) and train.get("measured_s") is not None:
+            parts.append(f"train {_fmt(train['measured_s'], 1)} s" + (
+                f" (~{_fmt(train['estimated_8xh100_s'], 1)} s on 8xH100, estimated)"
+                if train.get("estimated_8xh100_s") is not None else ""))
+        if seed.get("failure_kind"):
+            parts.append(f"failure: {seed['failure_kind']}")
+        parts.extend(str(reason) for reason in seed.get("reasons") or [])
+        lines.append(", ".join(parts))
+    dataset = data.get("dataset") or {}
+    if isinstance(dataset, dict) and dataset.get("ok") is False:
+        failed = [c.get("message", c.get("check", "")) for c in dataset.get("checks", []) if not c.get("ok")]
+        lines.append("dataset checks failed: " + "; ".join(str(f) for f in failed))
+    for note in data.get("notes") or []:
         text = note.get("message") if isinstance(note, dict) else note
         if text:
             lines.append(str(text))
@@ -332,12 +371,18 @@ def repo_relative(path: str, root: str | Path | None, prefix: str = "") -> str:
 # --- the review's one verdict ------------------------------------------------------------
 
 
-def review_verdict(classify: ClassifyView, claims: ClaimsView | None) -> str:
-    """flag: a rule or claims violation; error: the code could not be analysed; else clean.
+REPRODUCE_FLAGS = ("DIVERGED", "OVER-LIMIT")  # a rerun that contradicts the claim
+
+
+def review_verdict(classify: ClassifyView, claims: ClaimsView | None, reproduce: ReproduceView | None = None) -> str:
+    """flag: a rule or claims violation, or a rerun that diverged or ran over the limits;
+    error: the code could not be analysed; else clean.
 
     One verdict from the same views the comment shows, so the header never contradicts them.
     """
     if classify.violations or (claims is not None and claims.violations):
+        return "flag"
+    if reproduce is not None and reproduce.verdict.upper() in REPRODUCE_FLAGS:
         return "flag"
     if classify.verdict == "error":
         return "error"

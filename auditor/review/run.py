@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.review.results import claims_view, classify_view, review_verdict, smoke_view
+from auditor.review.results import claims_view, classify_view, reproduce_view, review_verdict, smoke_view
 from auditor.review.source import PrSource, locate_pr, materialize
 
 
@@ -30,8 +30,9 @@ class ReviewOutcome:
 
 
 def summary_row(classify: Any, claims: Any, smoke: Any, pr: int | None = None, head_sha: str = "",
-                title: str = "", folder: str = "") -> dict:
+                title: str = "", folder: str = "", reproduce: dict | None = None) -> dict:
     classify_v, claims_v, smoke_v = classify_view(classify), claims_view(claims), smoke_view(smoke)
+    reproduce_v = reproduce_view(reproduce)
     claims_findings = [] if claims_v is None else [
         f"{f.severity}:{f.check}" for f in claims_v.findings if f.severity in ("violation", "warning")]
     return {
@@ -40,7 +41,7 @@ def summary_row(classify: Any, claims: Any, smoke: Any, pr: int | None = None, h
         "head_sha": head_sha,
         "folder": folder,
         "claimed_bpb": claims_v.claimed_bpb if claims_v is not None else None,
-        "verdict": review_verdict(classify_v, claims_v),
+        "verdict": review_verdict(classify_v, claims_v, reproduce_v),
         "rules": classify_v.rules,
         "smoke": smoke_v.status if smoke_v is not None else "not run",
         "claims_findings": claims_findings,
@@ -100,7 +101,7 @@ def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: 
                                reproduce_source=str(reproduce_report or ""))
     classify_json, claims_json, smoke_json = _as_json(classify_result), _as_json(claims_result), _as_json(smoke_result)
     row = summary_row(classify_json, claims_json, smoke_json, pr=pr, head_sha=context.sha or "", title=title,
-                      folder=context.subject)
+                      folder=context.subject, reproduce=report)
     if row["error"]:
         row["error"] = scrub_paths(row["error"], context)
     return ReviewOutcome(markdown, row, classify_json, claims_json, smoke_json)
