@@ -281,3 +281,39 @@ def test_secondary_limit_without_headers_backs_off_at_least_a_minute(github):
     clock = FakeClock()
     post_review(client_for(github, clock), REPO, 13, BODY)
     assert clock.sleeps[:2] == [60.0, 120.0]
+
+
+def test_cli_dry_run_then_post_then_update(github, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from auditor.review.command import review
+
+    app = typer.Typer()
+    app.command()(review)
+    app.command("other")(lambda: None)
+    folder = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "fixtures/classify/record_ngram_enabled")
+    args = ["review", folder, "--github-repo", REPO, "--pr", "8", "--api-url", github.api_url]
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    runner = CliRunner()
+
+    dry = runner.invoke(app, args)
+    assert dry.exit_code == 1  # flagged
+    assert "dry run: would post to octo/golf#8" in dry.output
+    assert dry.output.count(MARKER) == 1
+    assert github.requests == []
+
+    posted = runner.invoke(app, args + ["--post"])
+    again = runner.invoke(app, args + ["--post", "--sha", "a" * 40])
+    assert "created comment" in posted.output
+    assert "updated comment" in again.output
+    assert len(github.for_pr(8)) == 1
+    # PATH is in this repository's work tree: the permalink names its path from the root.
+    assert "/blob/" + "a" * 40 + "/fixtures/classify/record_ngram_enabled/train_gpt.py#L16)" in github.for_pr(8)[0]["body"]
+    for result in (dry, posted, again):
+        assert TOKEN not in result.output
+
+    monkeypatch.delenv("GITHUB_TOKEN")
+    missing = runner.invoke(app, args + ["--post"])
+    assert missing.exit_code == 2
+    assert "GITHUB_TOKEN" in missing.output and "Traceback" not in missing.output

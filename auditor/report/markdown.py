@@ -110,7 +110,7 @@ def inline(text: str, table: bool = False) -> str:
 
 
 def permalink(context: ReviewContext, path: str, start: int | None, end: int | None) -> str | None:
-    if not context.github_repo or not context.sha:
+    if not context.github_repo or not context.sha or path.startswith("/"):
         return None
     url = f"https://github.com/{context.github_repo}/blob/{context.sha}/{quote(path, safe='/')}"
     if start:

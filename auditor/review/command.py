@@ -79,12 +79,14 @@ def review(
         else:
             from auditor.report.markdown import ReviewContext
 
-            prefix = repo_path if repo_path is not None else ""
+            if repo_path is not None:  # PATH is this path inside the repository
+                root = str(path if path.is_dir() else path.parent)
+                prefix = repo_path if path.is_dir() else str(Path(repo_path).parent)
+            else:  # paths relative to the work tree PATH is in (or to the current folder)
+                root, prefix = _work_tree(path), ""
             context = ReviewContext(
-                subject=repo_path or str(path), github_repo=github_repo, sha=sha, pr=pr,
-                root=str(path if path.is_dir() else path.parent) if repo_path is not None else None,
-                repo_prefix=prefix if path.is_dir() else str(Path(prefix).parent) if prefix else "",
-                command=f"auditor review {path}" + (" --smoke" if smoke else ""),
+                subject=repo_path or str(path), github_repo=github_repo, sha=sha, pr=pr, root=root,
+                repo_prefix=prefix, command=f"auditor review {path}" + (" --smoke" if smoke else ""),
             )
             outcome = review_folder(path, smoke=smoke, reproduce_report=reproduce_report, context=context,
                                     use_cache=not no_cache, pr=pr)
@@ -97,6 +99,19 @@ def review(
         typer.echo(outcome.markdown)
     verdict = outcome.summary["verdict"]
     raise typer.Exit({"clean": 0, "flag": 1, "no-record": 0}.get(verdict, 2))
+
+
+def _work_tree(path: Path) -> str:
+    import subprocess
+
+    folder = path if path.is_dir() else path.parent
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return os.getcwd()
+    top = done.stdout.strip()
+    return top if done.returncode == 0 and top else os.getcwd()
 
 
 def _post_one(markdown: str, github_repo: str, pr: int, post: bool, api_url: str) -> None:

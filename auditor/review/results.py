@@ -362,6 +362,8 @@ def repo_relative(path: str, root: str | Path | None, prefix: str = "") -> str:
             posix = PurePosixPath(Path(path).resolve().relative_to(Path(root).resolve()).as_posix())
         except ValueError:
             pass
+    if posix.is_absolute():
+        return str(posix)  # outside the repository: no path in it, so no permalink either
     text = str(posix)
     if prefix:
         text = str(PurePosixPath(prefix) / text)
