@@ -37,7 +37,7 @@ _ENV_GETTERS = {"get", "getenv", "environ"}
 
 # Calls whose result does not carry the data onward (sizes, shapes, dtypes, devices).
 _OPAQUE_CALLS = {"len", "numel", "size", "isinstance", "print", "range", "str", "repr", "type", "min", "max",
-                 "int", "float", "enumerate", "zip", "hasattr", "getattr", "id", "bool"}
+                 "enumerate", "zip", "hasattr", "getattr", "id", "bool"}
 # Losses whose second argument (or `target=`) is the token being predicted.
 _LOSS_TARGET_ARG = {"cross_entropy": 1, "nll_loss": 1, "binary_cross_entropy": 1}
 
@@ -554,7 +554,9 @@ def _shifted_subscripts(nodes: list[ast.AST]) -> set[str]:
                 found.add(_code(node))
     for base, reads in scalars.items():
         for (symbol, constant), node in reads:
-            before = any(s == symbol and c < constant for (s, c), _ in reads)
+            # the furthest read ahead of the others: `t[i]` beside `t[i-1]`, `t[i-2]`
+            before = any(s == symbol and c < constant for (s, c), _ in reads) and not any(
+                s == symbol and c > constant for (s, c), _ in reads)
             covered = any(high == (symbol, constant) and low != high for low, high, _ in slices.get(base, ()))
             if before or covered:
                 found.add(_code(node))

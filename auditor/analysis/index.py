@@ -80,7 +80,10 @@ def child_nodes(node: ast.AST) -> list[ast.AST]:
 
 
 def _own_walk(statements: list[ast.stmt]) -> tuple[list[ast.AST], list[ast.AST]]:
-    """(own nodes in source order, directly nested defs/classes) of a body of statements."""
+    """(own nodes in source order, directly nested defs/classes) of a body of statements.
+
+    A lambda's body is part of the code around it: `run(lambda: evaluate(model, tokens))`
+    calls `evaluate` from here, with this function's values."""
     nodes, nested = [], []
     stack = list(reversed(statements))
     while stack:
@@ -89,7 +92,7 @@ def _own_walk(statements: list[ast.stmt]) -> tuple[list[ast.AST], list[ast.AST]]
         for child in reversed(child_nodes(node)):
             if isinstance(child, _SCOPES):
                 nested.append(child)
-            elif not isinstance(child, ast.Lambda):
+            else:
                 stack.append(child)
     return nodes, nested
 

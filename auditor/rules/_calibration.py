@@ -1,5 +1,12 @@
-"""Shared by the calibration rules: calls that collect quantization statistics (GPTQ
-Hessians and the like), and which data they read."""
+"""Shared by val-data-in-training and train-data-at-eval: where calibration reads data.
+
+Calibration (GPTQ and the like) is recognised by what it does, not by its name: it
+collects activation statistics from forward passes, through forward hooks
+(`register_forward_hook`) or by accumulating second moments of activations
+(`H += x.T @ x`, `H.addmm_(x.t(), x)`). Functions that hand data to such a collector are
+calibration code too. A calibration call is a call into that code from outside it; its
+data kinds are those of its arguments and of the data the calibration code opens itself.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,10 @@ import ast
 from dataclasses import dataclass
 
 from auditor.analysis import Analysis
-import re
+from auditor.analysis.index import Function, call_name, own_nodes
 
-from auditor.analysis.index import Function, call_name, dotted, own_nodes
-from auditor.rules._patterns import CALIBRATION
-
-
-NOT_DATA = re.compile(r"(?i)(model|net$|module|^h$|^args$|hparams|hyper|config|cfg|device|rank|world|^self$)")
+_HOOKS = {"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook"}
+_MATMUL_CALLS = {"matmul", "mm", "bmm", "einsum", "addmm", "addmm_", "baddbmm_", "outer"}
 
 
 @dataclass
@@ -27,20 +31,92 @@ def calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
     return analysis.memo("calibration_calls", lambda: _find_calibration_calls(analysis))
 
 
+def _transposed(node: ast.AST) -> bool:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and sub.attr in ("T", "mT", "H"):
+            return True
+        if isinstance(sub, ast.Call) and call_name(sub) in ("t", "transpose", "permute"):
+            return True
+    return False
+
+
+def _second_moment(node: ast.AST) -> bool:
+    """`x.T @ x`, `torch.matmul(x.t(), x)`, `h.addmm_(x.t(), x)`: a statistic of activations."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.MatMult) and _transposed(sub):
+            return True
+        if isinstance(sub, ast.Call) and call_name(sub) in _MATMUL_CALLS and _transposed(sub):
+            return True
+    return False
+
+
+def _collects(function: Function) -> bool:
+    for node in own_nodes(function):
+        if isinstance(node, ast.Call) and call_name(node) in _HOOKS:
+            return True
+        if isinstance(node, ast.AugAssign) and _second_moment(node.value):
+            return True
+        if isinstance(node, ast.Call) and call_name(node) in ("addmm_", "add_", "copy_") and _second_moment(node):
+            return True
+    return False
+
+
+def calibration_functions(analysis: Analysis) -> set[Function]:
+    """Collectors (with their hooks' enclosing functions), and functions that hand their
+    own parameters to one (wrappers: `quantize(model, loader)` -> `collect(model, loader)`)."""
+    def compute() -> set[Function]:
+        found = set()
+        for function in analysis.index.functions:
+            if function.qualname != "<module>" and _collects(function):
+                chain = function
+                while chain is not None and chain.qualname != "<module>":
+                    found.add(chain)  # a hook nested in a collector: the collector too
+                    chain = chain.parent
+        for _ in range(3):
+            grown = False
+            names = {f.name for f in found}
+            for function in analysis.index.functions:
+                if function in found or function.qualname == "<module>" or not function.params:
+                    continue
+                params = set(function.params) - {"self"}
+                for node in own_nodes(function):
+                    if isinstance(node, ast.Call) and call_name(node) in names and any(
+                            isinstance(n, ast.Name) and n.id in params
+                            for arg in [*node.args, *(k.value for k in node.keywords)] for n in ast.walk(arg)):
+                        found.add(function)
+                        grown = True
+                        break
+            if not grown:
+                break
+        return found
+    return analysis.memo("calibration-functions", compute)
+
+
 def _find_calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
+    code = calibration_functions(analysis)
+    names = {f.name for f in code}
     found = []
     for function in analysis.index.functions:
-        if CALIBRATION.search(function.qualname):
+        if function in code:
             continue  # calls inside the calibration code itself are its internals
         for node in own_nodes(function):
-            if isinstance(node, ast.Call) and CALIBRATION.search(call_name(node)):
+            if isinstance(node, ast.Call) and call_name(node) in names:
                 kinds = set()
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
-                    # the model and settings are not data, whatever flowed near them
-                    if not NOT_DATA.search((dotted(arg) or "").rsplit(".", 1)[-1]):
-                        kinds |= analysis.kinds(function, arg)
+                    kinds |= analysis.kinds(function, arg, line=node.lineno)
                 for callee in analysis.index.resolve(call_name(node)):
-                    # a calibration function that opens its own loader on train_files
-                    kinds |= {k for k, names in analysis.taint.intrinsic.get(callee, {}).items() if names}
-                found.append(CalibrationCall(function, node, kinds))
+                    if callee in code:
+                        # calibration code that opens its own loader on the training files
+                        kinds |= _opened_by(analysis, callee, code)
+                found.append(CalibrationCall(function, node, kinds - {"target"}))
     return found
+
+
+def _opened_by(analysis: Analysis, function: Function, code: set[Function], depth: int = 0) -> set[str]:
+    kinds = {k for k, names in analysis.taint.intrinsic.get(function, {}).items() if names and k != "target"}
+    if depth < 3:
+        called = {call_name(n) for n in own_nodes(function) if isinstance(n, ast.Call)}
+        for callee in code:
+            if callee.name in called and callee is not function:
+                kinds |= _opened_by(analysis, callee, code, depth + 1)
+    return kinds

@@ -13,17 +13,16 @@ import re
 import libcst as cst
 
 from auditor.rules._adaptation import adaptations
-from auditor.rules._patterns import assigned_names, full_name, leaves
+from auditor.analysis.flow import TARGET, VAL
+from auditor.rules._patterns import full_name
 from auditor.rules.base import Rule, where
 
-LOSSY = re.compile(r"(?i)(nll|loss|bpb|avg)")
-BEST = re.compile(r"(?i)^(best|min|lowest)_?\w*")
-MINIMUM = re.compile(r"(^|\.)(minimum|fmin|min)$")
+MINIMUM = re.compile(r"(^|\.)(minimum|fmin|min|amin)$")
 
 
 class MinNllSelection(Rule):
     id = "min-nll-selection"
-    prefilter = re.compile(r"minimum|best_|min_nll|\bmin\(|lowest")
+    prefilter = re.compile(r"minimum|fmin|amin|\bmin\(|<")
 
     def relevant(self, analysis, function):
         # Only where the tokens are trained on between the passes: a best-of-EMA/SWA pick
@@ -32,12 +31,20 @@ class MinNllSelection(Rule):
 
     def check_scope(self, analysis, scope):
         function = scope.function
+        score = analysis.score.of(function)
+
+        def loss_on_tokens(node) -> bool:
+            """Computed from the validation tokens or their targets: a loss, not a size."""
+            return bool(analysis.kinds(function, node, scope) & {VAL, TARGET})
+
         for node in scope.walk():
-            if isinstance(node, cst.Call) and MINIMUM.search(full_name(node.func)) and len(node.args) >= 1:
-                names = set().union(*(leaves(a.value) for a in node.args))
-                # builtin min() is everywhere (sizes, indices): only with a best_* loss in it
-                needs_best = full_name(node.func) == "min"
-                if any(LOSSY.search(n) for n in names) and (not needs_best or any(BEST.match(n) for n in names)):
+            if isinstance(node, cst.Call) and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2:
+                args = [a.value for a in node.args]
+                if sum(loss_on_tokens(a) for a in args) < 1:
+                    continue
+                # a running minimum kept for the score: `best = min(best, nll)`
+                kept = _assigned_by(scope, node)
+                if kept & (score | {n for a in args for n in _names(a)}) and kept & score:
                     yield self.hit(scope, node, self._message(function, scope.code(node)))
             elif isinstance(node, cst.If) and isinstance(node.test, cst.Comparison):
                 comparison = node.test
@@ -45,12 +52,12 @@ class MinNllSelection(Rule):
                            for t in comparison.comparisons):
                     continue
                 sides = [comparison.left, *(t.comparator for t in comparison.comparisons)]
-                names = set().union(*(leaves(s) for s in sides))
-                if not (any(BEST.match(n) for n in names) and any(LOSSY.search(n) for n in names)):
+                if not all(loss_on_tokens(side) for side in sides):
                     continue
-                body_targets = {name.rsplit(".", 1)[-1] for stmt in _statements(node.body)
-                                for name in assigned_names(stmt)}
-                if any(BEST.match(n) for n in body_targets) or _copies_into_best(node.body):
+                compared = {n for side in sides for n in _names(side)}
+                body_targets = {n for stmt in _statements(node.body) for n in _target_roots(stmt)}
+                # the branch keeps the lower value in one of the compared names (a running best)
+                if (body_targets & compared or _copies_into(node.body, compared)) and (body_targets | compared) & score:
                     yield self.hit(scope, node, self._message(function, scope.code(node.test)))
 
     @staticmethod
@@ -99,16 +106,48 @@ def _statements(block: cst.CSTNode):
         stack.extend(node.children)
 
 
-def _copies_into_best(block: cst.CSTNode) -> bool:
+def _copies_into(block: cst.CSTNode, names: set[str]) -> bool:
     stack = [block]
     while stack:
         node = stack.pop()
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "copy_":
-            if BEST.match(full_name(node.func.value).rsplit(".", 1)[-1].split("[")[0] or "") or any(
-                    BEST.match(n) for n in leaves(node.func.value)):
+            if _names(node.func.value) & names:
                 return True
         stack.extend(node.children)
     return False
+
+
+def _names(node: cst.CSTNode) -> set[str]:
+    """Root names read in an expression (`best` of `best[i].sum()`)."""
+    found, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            found.add(current.value)
+        elif isinstance(current, cst.Attribute):
+            stack.append(current.value)
+            continue
+        stack.extend(current.children)
+    return found
+
+
+def _target_roots(stmt: cst.CSTNode) -> set[str]:
+    targets = []
+    if isinstance(stmt, cst.Assign):
+        targets = [t.target for t in stmt.targets]
+    elif isinstance(stmt, (cst.AugAssign, cst.AnnAssign)):
+        targets = [stmt.target]
+    return {n for t in targets for n in _names(t)}
+
+
+def _assigned_by(scope, node: cst.CSTNode) -> set[str]:
+    """Names the statement holding `node` assigns."""
+    current = node
+    while current is not None and not isinstance(current, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+        if isinstance(current, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            return set()
+        current = scope.parent(current)
+    return _target_roots(current) if current is not None else set()
 
 
 RULE = MinNllSelection()

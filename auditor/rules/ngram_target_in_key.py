@@ -13,43 +13,70 @@ import re
 
 import libcst as cst
 
-from auditor.analysis.flow import VAL
-from auditor.rules._patterns import NGRAM, TARGET, full_name, leaves, mentions_target
+from auditor.analysis.flow import TARGET, VAL
+from auditor.rules._patterns import full_name
 from auditor.rules.base import Rule, where
 
-TARGET_WORD = re.compile(r"\b(y|ys|yb|y_\w+|\w+_y|tgt\w*|\w*_tgts?|targets?|target_\w+|\w+_targets?|next_tok\w*|nxt\w*|labels?)\b")
-CONTEXT = re.compile(r"(?i)(hash|ctx|context|key|prefix|prev|h\d*$|state)")
+# In-place writes that insert into a table: a key there counts a token already scored.
+_INSERTS = ("add.at", "index_add_", "scatter_add_", "index_put_", "bincount")
 
 
 class NgramTargetInKey(Rule):
     id = "ngram-target-in-key"
-    prefilter = re.compile(r"\^|hash|\(\s*\w*ctx\w*\s*,")
+    # a hashed key (XOR, a hash call) or a tuple key: the shapes a cache key takes
+    prefilter = re.compile(r"\^|hash|\[[^\]\n]*,")
 
     def relevant(self, analysis, function):
-        text = analysis.text_of(function)
-        return bool((NGRAM.search(text) or analysis.taint.of(function, VAL)) and TARGET_WORD.search(text))
+        # the function must see targets: shifted reads, a loss target, or values passed in
+        return bool(analysis.taint.of(function, TARGET) or analysis.taint.target_exprs.get(function)
+                    or analysis.taint.of(function, VAL))
 
     def check_scope(self, analysis, scope):
         function = scope.function
+
+        def kinds(node):
+            return analysis.kinds(function, node, scope)
+
+        def target_and_context(parts) -> bool:
+            """One part is the realized target; another is context (other tokens, not the target)."""
+            part_kinds = [kinds(p) for p in parts]
+            has_target = any(TARGET in k for k in part_kinds)
+            has_context = any(TARGET not in k and VAL in k for k in part_kinds)
+            return has_target and has_context
+
         for node in scope.walk():
+            parts = None
             if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitXor):
-                left, right = node.left, node.right
-                for a, b in ((left, right), (right, left)):
-                    if mentions_target(a) and not mentions_target(b) and any(CONTEXT.search(n) for n in leaves(b)):
-                        yield self.hit(scope, node, self._message(function, scope.code(node)))
-                        break
+                parts = [node.left, node.right]
             elif isinstance(node, cst.Call) and re.search(r"(?i)hash", full_name(node.func)):
-                args = [a.value for a in node.args]
-                if len(args) >= 2 and any(mentions_target(a) for a in args) and any(
-                        not mentions_target(a) and any(CONTEXT.search(n) for n in leaves(a)) for a in args):
-                    yield self.hit(scope, node, self._message(function, scope.code(node)))
+                parts = [a.value for a in node.args] if len(node.args) >= 2 else None
             elif isinstance(node, cst.Subscript) and isinstance(node.slice[0].slice, cst.Index):
                 key = node.slice[0].slice.value
                 if isinstance(key, cst.Tuple) and len(key.elements) >= 2:
                     parts = [e.value for e in key.elements]
-                    if TARGET.match(full_name(parts[-1]).rsplit(".", 1)[-1]) and any(
-                            any(CONTEXT.search(n) for n in leaves(p)) for p in parts[:-1]):
-                        yield self.hit(scope, node, self._message(function, scope.code(node)))
+            if not parts or not target_and_context(parts):
+                continue
+            if not self._used_for_lookup(scope, node):
+                continue  # an insert after scoring: the key of a count, legal
+            yield self.hit(scope, node, self._message(function, scope.code(node)))
+
+    @staticmethod
+    def _used_for_lookup(scope, node) -> bool:
+        """Whether the key reads a table (not only writes one): directly in a read subscript,
+        or through a name it is assigned to that some read subscript or call uses."""
+        current, parent = node, scope.parent(node)
+        while parent is not None and not isinstance(parent, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            if isinstance(parent, cst.AugAssign) and current is parent.target:
+                return False
+            if isinstance(parent, cst.Call) and full_name(parent.func).endswith(_INSERTS):
+                return False
+            if isinstance(parent, cst.Assign):
+                names = {full_name(t.target) for t in parent.targets if isinstance(t.target, cst.Name)}
+                if not names:
+                    return not any(isinstance(t.target, cst.Subscript) for t in parent.targets)
+                return any(_reads_name(scope, n, names) for n in scope.walk())
+            current, parent = parent, scope.parent(parent)
+        return True
 
     @staticmethod
     def _message(function, code: str) -> str:
@@ -98,3 +125,31 @@ if __name__ == "__main__":
 
 
 RULE = NgramTargetInKey()
+
+
+def _reads_name(scope, node, names: set[str]) -> bool:
+    """A read of one of `names` as (part of) a subscript key, outside an insert."""
+    if not isinstance(node, cst.SubscriptElement):
+        return False
+    if not any(isinstance(n, cst.Name) and n.value in names for n in _walk(node)):
+        return False
+    current, parent = node, scope.parent(node)
+    while parent is not None and not isinstance(parent, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+        if isinstance(parent, cst.AugAssign) and current is parent.target:
+            return False
+        if isinstance(parent, cst.Call) and full_name(parent.func).endswith(_INSERTS):
+            return False
+        if isinstance(parent, cst.AssignTarget):
+            return False
+        current, parent = parent, scope.parent(parent)
+    return True
+
+
+def _walk(node):
+    from auditor.analysis import cst_children
+
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(cst_children(current))

@@ -14,10 +14,10 @@ import re
 
 import libcst as cst
 
-from auditor.rules._patterns import NGRAM, assigned_names, full_name, leaves, mentions_target
+from auditor.analysis.flow import TARGET
+from auditor.rules._patterns import full_name
 from auditor.rules.base import Rule, where
 
-TARGET_SCORE = re.compile(r"(?i)(nll|logprob|log_prob|_lp$|^lp_|model_p$|p_model|tgt_p|p_tgt|target_p|p_target|true_p)")
 LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
 MIX_HINT = re.compile(r"\(\s*1(\.0*)?\s*-|logsumexp|logaddexp|exp\([^\n]*\+[^\n]*exp\(")
 
@@ -31,29 +31,20 @@ def _is_one_minus(node: cst.CSTNode) -> bool:
 
 class NgramUnnormalized(Rule):
     id = "ngram-unnormalized"
-    prefilter = NGRAM
+    prefilter = MIX_HINT
 
     def relevant(self, analysis, function):
-        # a mixture shape must be in the text before the function is worth a libcst parse
-        return bool(MIX_HINT.search(analysis.text_of(function)))
+        return bool(analysis.taint.of(function, TARGET) or analysis.taint.target_exprs.get(function))
 
     def check_scope(self, analysis, scope):
         function = scope.function
-        # Names computed from the realized target (its probability, its count, its NLL).
-        at_target: set[str] = set()
-        for _ in range(2):
-            for node in scope.walk():
-                if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
-                    value_leaves = leaves(node.value)
-                    if mentions_target(node.value) or value_leaves & at_target or any(
-                            TARGET_SCORE.search(n) for n in value_leaves):
-                        at_target.update(n.rsplit(".", 1)[-1] for n in assigned_names(node))
         for node in scope.walk():
             operands = self._mixture(node)
             if not operands:
                 continue
-            picked = [o for o in operands if leaves(o) & at_target or mentions_target(o)
-                      or any(TARGET_SCORE.search(n) for n in leaves(o))]
+            # An operand computed from the realized target (its probability, its count, its
+            # NLL): the mixture exists only at that token, not over the vocabulary.
+            picked = [o for o in operands if TARGET in analysis.kinds(function, o, scope)]
             if picked:
                 code = " ".join(scope.code(node).split())
                 code = code if len(code) <= 80 else code[:77] + "..."

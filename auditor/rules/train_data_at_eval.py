@@ -18,8 +18,35 @@ from auditor.rules._calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
 
 RESERVE_SETTING = re.compile(r"(?i)reserve")
-RESERVE_CODE = re.compile(
-    r"(?i)(wallclock|budget|max_train\w*|train_time\w*)\w*\s*(-=|=[^\n]*-)[^\n]*(gptq|calib|reserve)")
+
+
+_CALIBRATE_AFTER_TRAINING = '''
+import os
+
+MAX_WALLCLOCK_SECONDS = float(os.environ.get("MAX_WALLCLOCK_SECONDS", "600"))
+{setting}
+
+def second_moments(model, batches, steps=8):
+    stats = {{}}
+    def hook(module, inputs, output):
+        x = inputs[0].reshape(-1, inputs[0].shape[-1])
+        stats[module] = stats.get(module, 0) + x.T @ x
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    for _ in range(steps):
+        model(batches.next_batch()[0])
+    for handle in handles:
+        handle.remove()
+    return stats
+
+def main():
+    limit_ms = {limit}
+    stream = TokenStream("fineweb_train_*.bin")
+    model = train(build_model(), stream, limit_ms)
+    second_moments(model, TokenStream("fineweb_train_*.bin"))
+
+if __name__ == "__main__":
+    main()
+'''
 
 
 class TrainDataAtEval(Rule):
@@ -35,43 +62,26 @@ class TrainDataAtEval(Rule):
                       "after the training loop, and no time is reserved for it inside the 600 s budget "
                       "(rulings on 593, 615, 1028)")
 
-    VALID = [
-        '''
-import os
-
-GPTQ_RESERVE_SECONDS = float(os.environ.get("GPTQ_RESERVE_SECONDS", "10"))
-
-def main():
-    max_wallclock_ms = 600_000 - GPTQ_RESERVE_SECONDS * 1000
-    train_loader = DistributedTokenLoader("fineweb_train_*.bin")
-    model = train(build_model(), train_loader, max_wallclock_ms)
-    collect_hessians(model, train_loader)
-
-if __name__ == "__main__":
-    main()
-''',
-    ]
-    INVALID = [
-        '''
-def main():
-    max_wallclock_ms = 600_000
-    train_loader = DistributedTokenLoader("fineweb_train_*.bin")
-    model = train(build_model(), train_loader, max_wallclock_ms)
-    collect_hessians(model, DistributedTokenLoader("fineweb_train_*.bin"))
-
-if __name__ == "__main__":
-    main()
-''',
-    ]
+    # Twins: the same calibration after training, with and without time reserved for it.
+    VALID = [_CALIBRATE_AFTER_TRAINING.format(
+        setting='RESERVE = float(os.environ.get("GPTQ_RESERVE_SECONDS", "10"))',
+        limit="1000 * (MAX_WALLCLOCK_SECONDS - RESERVE)")]
+    INVALID = [_CALIBRATE_AFTER_TRAINING.format(setting="", limit="1000 * MAX_WALLCLOCK_SECONDS")]
 
 
 def _reserves_time(analysis) -> bool:
-    """A reserve for calibration deducted from the training clock, under the run configuration."""
+    """A reserve for calibration deducted from the training clock, under the run configuration.
+
+    Judged by the environment variables the script reads (their names are the interface the
+    run command uses, so a rename of the script's identifiers keeps them): a `*RESERVE*`
+    variable with a positive value, or, with none, the training clock setting
+    (`MAX_WALLCLOCK_SECONDS`) reduced by a subtraction somewhere in the code."""
     found_setting = False
-    for name in list(analysis.config.settings):
-        if RESERVE_SETTING.search(name):
+    for variable, setting in analysis.config.env_settings.items():
+        if RESERVE_SETTING.search(variable):
             found_setting = True
-            value = analysis.config.attr_value(name)
+            value = analysis.config.env_value(variable, UNKNOWN) if variable in analysis.config.run.env else (
+                analysis.config.attr_value(setting.attr) if setting.attr else UNKNOWN)
             if value is UNKNOWN:
                 continue
             try:
@@ -81,7 +91,31 @@ def _reserves_time(analysis) -> bool:
                 continue
     if found_setting:
         return False
-    return any(RESERVE_CODE.search(unit.text) for unit in analysis.index.units)
+    clock = analysis.config.env_settings.get("MAX_WALLCLOCK_SECONDS")
+    if clock is None or not clock.attr:
+        return False
+    settings = {name for name in analysis.config.settings if name != clock.attr}
+
+    def leaves(node) -> set[str]:
+        return {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(node)
+                if isinstance(n, (ast.Attribute, ast.Name))}
+
+    # the clock, and names computed from it (`limit_ms = 1000 * args.clock`)
+    from_clock = {clock.attr}
+    for unit in analysis.index.units:
+        for node in ast.walk(unit.tree):
+            if isinstance(node, ast.Assign) and leaves(node.value) & from_clock:
+                from_clock |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    # ... reduced by another setting: `clock - reserve`, `limit -= reserve`
+    for unit in analysis.index.units:
+        for node in ast.walk(unit.tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub):
+                if leaves(node.left) & from_clock and leaves(node.right) & settings:
+                    return True
+            elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Sub):
+                if leaves(node.target) & from_clock and leaves(node.value) & settings:
+                    return True
+    return False
 
 
 RULE = TrainDataAtEval()

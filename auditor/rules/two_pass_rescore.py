@@ -14,7 +14,7 @@ import re
 import libcst as cst
 
 from auditor.analysis.flow import VAL
-from auditor.analysis.index import own_nodes
+from auditor.analysis.index import call_name, own_nodes
 from auditor.rules._adaptation import adaptations
 from auditor.rules._patterns import full_name, leaves
 from auditor.rules.base import Hit, Rule, where
@@ -50,6 +50,42 @@ class TwoPassRescore(Rule):
     def check(self, analysis):
         yield from self._named_second_passes(analysis)
         yield from self._rescore_after_training(analysis)
+        yield from self._rescore_with_filled_state(analysis)
+
+    def _rescore_with_filled_state(self, analysis):
+        """Two calls that score the validation tokens with one shared object, where the first
+        call fills that object from them (a cache's inserts, a model's training): the second
+        call's score reaches the report, so tokens are scored again with state built from
+        themselves (846: pass 1 scores and fills the cache, pass 2 rescores with it)."""
+        for function in analysis.index.functions:
+            score = analysis.score.of(function)
+            if not score or not analysis.taint.of(function, VAL):
+                continue
+            calls = []
+            for node in own_nodes(function):
+                if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Call):
+                    continue
+                callees = analysis.index.resolve(call_name(node.value))
+                assigned = {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                if not callees or not assigned & score:
+                    continue
+                args = list(node.value.args)
+                if not any(VAL in analysis.kinds(function, a, line=node.lineno) for a in args):
+                    continue
+                shared = {i: a.id for i, a in enumerate(args) if isinstance(a, ast.Name)
+                          and VAL not in analysis.kinds(function, a, line=node.lineno)}
+                filled = {shared[i] for callee in callees for i in _mutated_positions(analysis, callee) if i in shared}
+                calls.append((node, set(shared.values()), filled))
+            for i, (first, _, filled) in enumerate(calls):
+                for second, used, _ in calls[i + 1:]:
+                    common = {n for n in filled & used if not _renewed(function, n, first.lineno, second.lineno)}
+                    if common and not _same_loop(function, first, second):
+                        name = sorted(common)[0]
+                        yield Hit(function, second.lineno, second.end_lineno or second.lineno,
+                                  f"{where(function)} scores the validation tokens again at line {second.lineno} with "
+                                  f"`{name}`, which the scoring pass at line {first.lineno} filled from those tokens "
+                                  "(rulings on 846, 870, 991; Issue #1017 condition 4)")
+                        return
 
     def _named_second_passes(self, analysis):
         """A scoring pass after a table was filled from the validation tokens outside that
@@ -138,9 +174,13 @@ class TwoPassRescore(Rule):
                 args = [a.value for a in node.args]
                 if not any(VAL in analysis.kinds(function, a, scope) for a in args):
                     continue
-                # the model: a plain name handed in beside the data (what is trained and scored)
-                models = {full_name(a) for a in args if isinstance(a, (cst.Name, cst.Attribute))
-                          and VAL not in analysis.kinds(function, a, scope)}
+                # the model: the argument whose parameters the trainer optimizes
+                trained_positions = set()
+                if name in trainers:
+                    trained_positions = _mutated_positions(analysis, trainers[name].function)
+                    models = {full_name(a) for i, a in enumerate(args) if i in trained_positions}
+                else:
+                    models = {full_name(a) for a in args if isinstance(a, (cst.Name, cst.Attribute))}
                 line = scope.lines(node)[0]
                 if name in trainers and not _copies_model(analysis, trainers[name].function):
                     for model in models:
@@ -230,3 +270,89 @@ def _table_of(node) -> str:
 
 def _names_in(code: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_][\w.]*", code)) | {n.split(".")[0] for n in re.findall(r"[A-Za-z_][\w.]*", code)}
+
+
+def _renewed(function, name: str, after: int, before: int) -> bool:
+    """Whether `name` is rebuilt or reloaded between two lines (a fresh model or cache)."""
+    for node in own_nodes(function):
+        line = getattr(node, "lineno", 0)
+        if not after < line < before:
+            continue
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+        if isinstance(node, ast.Call) and call_name(node) in ("load_state_dict", "reset", "clear") \
+                and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id == name:
+            return True
+    return False
+
+
+def _names_of(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _data_params(analysis, function) -> set[str]:
+    """Parameters that carry validation or training data (not the model being trained)."""
+    return analysis.taint.of(function, VAL) | analysis.taint.of(function, "train") | analysis.taint.of(function, "target")
+
+
+def _same_loop(function, first: ast.AST, second: ast.AST) -> bool:
+    for node in own_nodes(function):
+        if isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
+            inside = {id(n) for n in ast.walk(node)}
+            if id(first) in inside and id(second) in inside:
+                return True
+    return False
+
+
+def _mutated_positions(analysis, function, depth: int = 0) -> set[int]:
+    """Positions (after self) of the parameters a function fills: table writes through them
+    (`p[k] += 1`, `p.update(...)` of a table-writing method), or gradient steps on their
+    parameters (`p.parameters()` in a function that steps)."""
+    key = f"mutated:{id(function)}"
+    if depth == 0 and key in analysis._memo:
+        return analysis._memo[key]
+    params = list(function.params)
+    if function.cls is not None and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    writers = _table_writers(analysis)
+    nodes = own_nodes(function)
+    steps = any(isinstance(n, ast.Call) and call_name(n) in ("backward", "step") for n in nodes)
+    found: set[int] = set()
+
+    def root(node):
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    for node in nodes:
+        name = None
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
+            name = root(node.target)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in writers or node.func.attr in _TABLE_METHODS:
+                name = root(node.func.value)
+            elif node.func.attr in ("parameters", "named_parameters") and steps:
+                name = root(node.func.value)
+        if name in params:
+            found.add(params.index(name))
+        if isinstance(node, ast.Call) and call_name(node) == "backward" and isinstance(node.func, ast.Attribute):
+            # the parameters the loss was computed with: `model(x).backward()`, `l = f(model); l.backward()`
+            used = _names_of(node.func.value)
+            for stmt in nodes:
+                if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id in used for t in stmt.targets):
+                    used |= _names_of(stmt.value)
+            found |= {params.index(n) for n in used if n in params and n not in _data_params(analysis, function)}
+        if depth < 2 and isinstance(node, ast.Call):
+            for callee in analysis.index.resolve(call_name(node)):
+                if callee is function:
+                    continue
+                inner = _mutated_positions(analysis, callee, depth + 1)
+                for position in inner:
+                    if position < len(node.args):
+                        passed = root(node.args[position])
+                        if passed in params:
+                            found.add(params.index(passed))
+    if depth == 0:
+        analysis._memo[key] = found
+    return found

@@ -12,16 +12,52 @@ import ast
 import re
 
 from auditor.analysis import analyze_source
-from auditor.analysis.flow import TRAIN, VAL
+from auditor.analysis.flow import TARGET, TRAIN, VAL
 from auditor.analysis.index import call_name, own_nodes
 from auditor.rules._calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
 from auditor.source import Source, SourceError, decode_text, read_bytes_checked
 
-PAID_PREFIX = re.compile(r"(?i)paid_prefix|prefix_blob|val_prefix_tokens")
-STORED_OR_COPIED = re.compile(r"(?i)paid_prefix|prefix_blob|val_prefix_tokens|copy|symlink|rename")
-SIBLING_HINT = re.compile(r"copy|symlink|rename|link\(")
+COPIED = re.compile(r"copy|symlink|rename|link\(")
+# Library calls that write an object into a file (the artifact among them).
+SERIALIZE = re.compile(r"^(save|savez|savez_compressed|dump|write|write_bytes|tofile)$")
 COPY_CALL = re.compile(r"(?i)^(copy\w*|symlink|link|rename|replace|copyfile)$")
+
+
+_CALIBRATE_ON = '''
+import numpy as np
+import torch
+
+def moments(model, tokens):
+    stats = {{}}
+    def hook(module, inputs, output):
+        x = inputs[0].reshape(-1, inputs[0].shape[-1])
+        stats[module] = stats.get(module, 0) + x.T @ x
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    model(torch.as_tensor(tokens)[None])
+    for handle in handles:
+        handle.remove()
+    return stats
+
+def main():
+    model = build_model()
+    moments(model, {data})
+
+if __name__ == "__main__":
+    main()
+'''
+
+_STORE = '''
+import numpy as np
+import torch
+
+def main():
+    weights = build_model().state_dict()
+    torch.save({{"w": weights, "extra": {data}}}, "final_model.pt")
+
+if __name__ == "__main__":
+    main()
+'''
 
 
 class ValDataInTraining(Rule):
@@ -34,17 +70,14 @@ class ValDataInTraining(Rule):
                           f"calibration `{ast.unparse(call.node.func)}` in {where(call.function)} reads validation "
                           "tokens before they are scored (ruling on 728; Issue #1017 condition 3)")
         for function in analysis.index.functions:
-            if not STORED_OR_COPIED.search(analysis.text_of(function)):
-                continue
             for node in own_nodes(function):
-                if not isinstance(node, ast.Call):
-                    continue
-                name = call_name(node)
-                if re.search(r"(?i)load", name) and PAID_PREFIX.search(ast.unparse(node)[:400]):
+                if isinstance(node, ast.Call) and SERIALIZE.match(call_name(node)) and _stores_tokens(analysis, function, node):
                     yield Hit(function, node.lineno, node.lineno,
-                              f"{where(function)} loads stored validation tokens (a paid prefix) into the artifact "
-                              "used for scoring (rulings on 168, 275)")
+                              f"{where(function)} stores validation tokens in a file it writes (a paid prefix in the "
+                              "artifact), so the model is scored with validation data it carries "
+                              "(rulings on 168, 275)")
                     break
+        yield from _targets_matched_to_stored_tokens(analysis)
         yield from _val_copied_to_train(analysis)
         yield from self._sibling_scripts(analysis)
 
@@ -61,7 +94,7 @@ class ValDataInTraining(Rule):
                 text = decode_text(read_bytes_checked(path), what=path.name)
             except SourceError:
                 continue
-            if not (SIBLING_HINT.search(text) and "fineweb_val" in text and "fineweb_train" in text):
+            if not (COPIED.search(text) and "fineweb_val" in text and "fineweb_train" in text):
                 continue
             try:
                 sibling = analyze_source(Source(path=path, text=text, raw_bytes=b""), display=path.name)
@@ -71,34 +104,64 @@ class ValDataInTraining(Rule):
                 hit.always_live = True
                 yield hit
 
-    VALID = [
-        '''
-def main():
-    train_loader = DistributedTokenLoader("fineweb_train_*.bin")
-    model = build_model()
-    collect_hessians(model, train_loader)
+    # Twins: the same second-moment calibration on training and on validation tokens.
+    VALID = [_CALIBRATE_ON.format(data='TokenStream("fineweb_train_*.bin").take(4096)'),
+             _STORE.format(data="weights")]
+    INVALID = [_CALIBRATE_ON.format(data='np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)[:4096]'),
+               _STORE.format(data='np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)[:65536]')]
 
-if __name__ == "__main__":
-    main()
-''',
-    ]
-    INVALID = [
-        '''
-def main():
-    val_tokens = load_validation_tokens("fineweb_val_*.bin")
-    model = build_model()
-    collect_hessians(model, val_tokens)
-    print(eval_val(model, val_tokens))
 
-if __name__ == "__main__":
-    main()
-''',
-    ]
+def _targets_matched_to_stored_tokens(analysis):
+    """Scoring code that compares the targets, position by position, with a token sequence it
+    did not read from the validation split: a stored copy of validation targets (168)."""
+    for function in analysis.index.functions:
+        if not analysis.score.of(function) or not analysis.taint.of(function, TARGET):
+            continue
+        for node in own_nodes(function):
+            if not isinstance(node, ast.Compare) or not any(isinstance(op, ast.Eq) for op in node.ops):
+                continue
+            sides = [node.left, *node.comparators]
+            kinds = [analysis.kinds(function, side, line=node.lineno) for side in sides]
+            stored = [side for side, k in zip(sides, kinds) if not k & {VAL, TARGET, TRAIN}
+                      and _is_slice(_defining_value(function, side))]
+            if stored and any(TARGET in k for k in kinds):
+                yield Hit(function, node.lineno, node.lineno,
+                          f"{where(function)} compares the targets position by position with a stored token sequence "
+                          f"(`{ast.unparse(node)[:60]}`): validation targets carried in the artifact (a paid prefix; "
+                          "rulings on 168, 275)")
+                break
+
+
+def _defining_value(function, node: ast.AST) -> ast.AST:
+    """What a local name was assigned (its last assignment), else the node itself."""
+    if isinstance(node, ast.Name):
+        for stmt in reversed(own_nodes(function)):
+            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in stmt.targets):
+                return stmt.value
+    return node
+
+
+def _is_slice(node: ast.AST) -> bool:
+    """A slice of a sequence, possibly moved or cast: `seq[a:b]`, `seq[a:b].to(device)`."""
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        node = node.func.value
+    return isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice)
+
+
+def _stores_tokens(analysis, function, call) -> bool:
+    """A slice of the validation tokens themselves (not a value computed from them, like a
+    score) among what a serialization call writes."""
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        for sub in ast.walk(arg):
+            if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Slice) \
+                    and VAL in analysis.kinds(function, sub.value, line=call.lineno):
+                return True
+    return False
 
 
 def _val_copied_to_train(analysis):
     for function in analysis.index.functions:
-        if not STORED_OR_COPIED.search(analysis.text_of(function)):
+        if not COPIED.search(analysis.text_of(function)):
             continue
         for node in own_nodes(function):
             if isinstance(node, ast.Call) and COPY_CALL.search(call_name(node)) and len(node.args) >= 2:
