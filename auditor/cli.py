@@ -9,10 +9,11 @@ from __future__ import annotations
 import typer
 
 from auditor.claims.command import claims
-from auditor.classify_command import classify
+from auditor.classify.command import classify
 from auditor.smoke.command import smoke
 from auditor.review.command import review
 from auditor.data.command import data_app
+from auditor.reproduce.command import reproduce
 
 app = typer.Typer(
     add_completion=False,
@@ -24,6 +25,7 @@ app.command(help="Check a record folder's claims against its logs and files.")(c
 app.command(help="Import a submission on CPU in a sandbox and build its model.")(smoke)
 app.add_typer(data_app, name="data")
 app.command(help="The review comment (Markdown) for a submission or every PR; posting to GitHub.")(review)
+app.command(help="Rerun a submission (or the reference) under torchrun and judge its claims.")(reproduce)
 
 
 if __name__ == "__main__":
