@@ -89,8 +89,10 @@ def make_record(tmp_path: Path, case: str, **config) -> Path:
     return record
 
 
-def smoke(record: Path, **limits) -> object:
-    limits = Limits(**{"wall_seconds": 30, "memory_bytes": 4 * GIB, **limits})
+def smoke(record: Path, **overrides) -> object:
+    limits = Limits(wall_seconds=30, memory_bytes=4 * GIB)
+    for name, value in overrides.items():
+        setattr(limits, name, value)
     return smoke_path(record, SmokeOptions(limits=limits))
 
 
@@ -385,3 +387,33 @@ def test_no_sandbox_is_refused_unless_asked(tmp_path, marker, monkeypatch):
     allowed = CliRunner().invoke(app, ["smoke", str(record), "--no-sandbox", "--timeout", "30"])
     assert allowed.exit_code == 1  # the fixture raises: it ran
     assert "WARNING: --no-sandbox" in allowed.output
+
+
+def test_seccomp_filter_blocks_what_an_unprivileged_process_may_otherwise_do(tmp_path):
+    """ptrace(TRACEME), add_key and process_vm_readv on itself need no privilege: only the filter stops them."""
+    from auditor.sandbox import SandboxSpec, allowlisted_environment, run_sandboxed
+
+    if seccomp_filter() is None:
+        pytest.skip("no seccomp filter for this architecture")
+    import platform
+
+    numbers = {"x86_64": (101, 248, 310), "aarch64": (117, 217, 270)}[platform.machine()]
+    code = (
+        "import ctypes, json, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "out = {}\n"
+        f"ptrace, add_key, vm_readv = {numbers}\n"
+        "for name, args in (('ptrace', (ptrace, 0, 0, 0, 0)), ('add_key', (add_key, b'user', b'k', b'v', 1, -2)),\n"
+        "                   ('process_vm_readv', (vm_readv, os.getpid(), 0, 0, 0, 0, 0))):\n"
+        "    ctypes.set_errno(0)\n"
+        "    rc = libc.syscall(*args)\n"
+        "    out[name] = os.strerror(ctypes.get_errno()) if rc == -1 else 'allowed'\n"
+        "os.write(int(os.environ['AUDITOR_RESULT_FD']), json.dumps(out).encode())\n"
+    )
+    env, _ = allowlisted_environment({})
+    spec = SandboxSpec(argv=[os.path.realpath(sys.executable), "-c", code], workdir="/tmp", env=env,
+                       readonly_binds=python_binds(), timeout_s=30)
+    outcome = run_sandboxed(spec, tmp_path / "out.txt", tmp_path / "err.txt")
+    assert json.loads(outcome.result) == {"ptrace": "Operation not permitted", "add_key": "Operation not permitted",
+                                          "process_vm_readv": "Operation not permitted"}
+    assert outcome.tool_version == find_bwrap().describe()
