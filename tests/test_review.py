@@ -251,7 +251,7 @@ def test_one_failing_pr_does_not_stop_the_batch(bare_clone, tmp_path):
         report = review_all_prs(bare_clone, store, jobs=1, use_cache=False)
         rows = {r["pr"]: r for r in store.summary()}
     assert report.reviewed == 3 and report.errors == 1
-    assert rows[3]["verdict"] == "error" and "merge base" in rows[3]["error"]
+    assert rows[3]["verdict"] == "error" and rows[3]["error"] == "PR 3: no merge base with main"
     assert rows[1]["verdict"] == "flag"
 
 

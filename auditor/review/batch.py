@@ -74,8 +74,12 @@ def _review_one(args: tuple) -> dict:
                 "results": {"classify": outcome.classify, "claims": outcome.claims, "smoke": outcome.smoke},
                 "seconds": time.monotonic() - started}
     except Exception as exc:  # a bug of ours or an unreadable head must not stop the batch
-        return {"row": _error_row(pr, head, f"{type(exc).__name__}: {exc}"), "markdown": "",
-                "results": {}, "seconds": time.monotonic() - started}
+        from auditor.review.source import SourceUnavailable
+
+        # An unreadable head is the input's fault and stays done; a bug of ours is retried next run.
+        error = str(exc) if isinstance(exc, SourceUnavailable) else f"internal error: {type(exc).__name__}: {exc}"
+        return {"row": _error_row(pr, head, error), "markdown": "", "results": {},
+                "seconds": time.monotonic() - started}
 
 
 def _error_row(pr: int, head: str, error: str) -> dict:
@@ -170,7 +174,7 @@ def _run_pool(work: list[tuple], jobs: int, record: Callable[[dict], None]) -> N
             for item in in_flight.values():
                 crashes[item[1]] += 1
                 if crashes[item[1]] >= 2:
-                    record({"row": _error_row(item[1], item[2], "the worker process died while reviewing this PR")})
+                    record({"row": _error_row(item[1], item[2], "worker process died while reviewing this PR")})
                 else:
                     pending.append(item)
             in_flight = {}

@@ -68,7 +68,9 @@ class ReviewStore:
         return not (need_smoke and row[0] == "not run")
 
     def done_heads(self, version: str, need_smoke: bool = False) -> set[tuple[int, str]]:
-        query = "SELECT pr, head_sha FROM reviews WHERE auditor_version=?"
+        """Heads with a review of this version; one that failed on a bug of ours is done again."""
+        query = ("SELECT pr, head_sha FROM reviews WHERE auditor_version=? "
+                 "AND NOT (verdict='error' AND (error LIKE 'internal error%' OR error LIKE 'worker%'))")
         if need_smoke:
             query += " AND smoke != 'not run'"
         return {(pr, sha) for pr, sha in self.db.execute(query, (version,))}
