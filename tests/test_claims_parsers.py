@@ -25,7 +25,8 @@ def test_flat_single_seed_record():
 
 
 def test_unknown_shape_is_reported():
-    assert parse_claims(["a", "b"]).unread or parse_claims("text").unread
+    assert parse_claims(["a", "b"]).unread == ["top level is a list, not per-seed results (objects with a seed)"]
+    assert parse_claims("text").unread == ["top level is a str, not an object"]
 
 
 def test_printed_precision():

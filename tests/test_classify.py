@@ -192,7 +192,7 @@ def test_batch_continues_past_bad_inputs(tmp_path):
     paths = [good[0], *bad, good[1]]
     results = classify_paths(paths, jobs=1, use_cache=False)
     assert len(results) == len(paths)
-    assert [r.path for r in results] == [str(p) if not p.is_dir() else r.path for p, r in zip(paths, results)]
+    assert [r.path for r in results] == [str(p) for p in paths]  # the folder has no script to name
     assert [r.verdict for r in results] == ["clean", *["error"] * len(bad), "flag"]
 
 
@@ -211,13 +211,16 @@ def test_cli_json_shape():
     assert set(data) == {"results"}
     assert len(data["results"]) == 2
     for result in data["results"]:
-        assert set(result) == {"path", "sha256", "verdict", "error", "findings"}
+        assert set(result) == {"path", "sha256", "verdict", "error", "error_kind", "findings"}
         for finding in result["findings"]:
-            assert set(finding) == {"rule", "severity", "line", "end_line", "message", "evidence"}
+            assert set(finding) == {"rule", "severity", "path", "line", "end_line", "message", "evidence", "dormancy",
+                                    "counted_as_run"}
+            assert finding["path"] == result["path"]
             assert isinstance(finding["line"], int) and isinstance(finding["end_line"], int)
     flagged, errored = data["results"]
     assert flagged["verdict"] == "flag" and flagged["error"] is None and flagged["findings"]
     assert errored["verdict"] == "error" and errored["error"] == "file is empty" and errored["findings"] == []
+    assert errored["error_kind"] == "input" and flagged["error_kind"] is None
 
 
 @pytest.mark.parametrize("paths,code", [
@@ -275,13 +278,11 @@ def test_cache_is_written_then_read(tmp_path):
     assert [r.to_json() for r in second] == [r.to_json() for r in first]
     assert [e.stat().st_mtime_ns for e in sorted(cache.glob("*.json"))] == mtimes  # read, not rewritten
     # Proof that the second run came from the cache: a planted entry is what is returned.
-    planted = json.loads(entries[0].read_text())
-    planted["findings"] = []
-    planted["verdict"] = "clean"
     for entry in entries:
         data = json.loads(entry.read_text())
-        if data["path"] == str(paths[0]):
-            entry.write_text(json.dumps(planted | {"path": data["path"], "sha256": data["sha256"]}))
+        if data["result"]["path"] == str(paths[0]):
+            data["result"] |= {"findings": [], "verdict": "clean"}
+            entry.write_text(json.dumps(data))
     assert classify_paths([paths[0]])[0].verdict == "clean"
     assert classify_paths([paths[0]], use_cache=False)[0].verdict == "flag"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from auditor.analysis.config import UNKNOWN, Config, Evaluator
 from auditor.analysis.index import MODULE_SCOPE, Function, Index, child_nodes, own_nodes
+from auditor.findings import Dormancy
 
 ALWAYS_LIVE_METHODS = {"__init__", "__post_init__", "__call__", "forward", "__enter__", "__exit__", "__iter__",
                        "__next__", "__getitem__", "__len__"}
@@ -23,7 +24,7 @@ ALWAYS_LIVE_METHODS = {"__init__", "__post_init__", "__call__", "forward", "__en
 class Span:
     start: int
     end: int
-    reason: str
+    reason: Dormancy
 
 
 @dataclass
@@ -32,23 +33,24 @@ class Reach:
     dormant_spans: dict[Function, list[Span]] = field(default_factory=dict)
     live_classes: set[str] = field(default_factory=set)
 
-    def status(self, function: Function, line: int) -> tuple[bool, str]:
+    def status(self, function: Function, line: int) -> tuple[bool, Dormancy | None]:
         """(is live, why not) for a line of a function."""
         chain = function
         while chain is not None:
             if chain not in self.live:
-                return False, f"`{chain.qualname}` is never called from the entry point under the run configuration"
+                return False, Dormancy("not-called", f"`{chain.qualname}` is never called from the entry point "
+                                                     "under the run configuration")
             for span in self.dormant_spans.get(chain, ()):
                 if span.start <= line <= span.end:
                     return False, span.reason
             chain = chain.parent if chain.parent is not None and chain.parent.qualname != MODULE_SCOPE else None
-        return True, ""
+        return True, None
 
     def is_live(self, function: Function, line: int | None = None) -> bool:
         return self.status(function, line if line is not None else function.lineno)[0]
 
 
-def _describe_test(test: ast.expr, config: Config) -> str:
+def _describe_test(test: ast.expr, config: Config) -> Dormancy:
     attrs = []
     for node in ast.walk(test):
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
@@ -71,7 +73,9 @@ def _describe_test(test: ast.expr, config: Config) -> str:
     text = ast.unparse(test)
     if len(text) > 80:
         text = text[:77] + "..."
-    return f"`{text}` is false" + (f" ({'; '.join(details)})" if details else "")
+    if details:  # a setting of the run configuration decides the test
+        return Dormancy("flag-off", f"`{text}` is false ({'; '.join(details)})")
+    return Dormancy("condition-false", f"`{text}` is false")
 
 
 class _Walker:
@@ -157,8 +161,8 @@ class _Walker:
                                           _describe_test(ast.UnaryOp(ast.Not(), stmt.test), self.config)))
                     if _terminates(stmt.body) and position + 1 < len(stmts):
                         rest = stmts[position + 1:]
-                        spans.append(Span(rest[0].lineno, rest[-1].end_lineno,
-                                          f"an earlier return is taken: `{ast.unparse(stmt.test)[:60]}` holds"))
+                        spans.append(Span(rest[0].lineno, rest[-1].end_lineno, Dormancy(
+                            "early-return", f"an earlier return is taken: `{ast.unparse(stmt.test)[:60]}` holds")))
                         return
                 elif truth is False:
                     spans.append(Span(stmt.body[0].lineno, stmt.body[-1].end_lineno,

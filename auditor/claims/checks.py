@@ -14,9 +14,10 @@ from auditor.claims.logs import LogFile, LogRun, Metric, read_log, seed_from_fil
 from auditor.claims.numbers import Printed, agree, agree_mean
 from auditor.claims.readme_table import ReadmeTable, parse_readme_tables
 from auditor.claims.significance import MARGIN_NATS, welch_improvement
-from auditor.claims.submission_json import JsonClaims, find_submission_json, load_json_text, parse_claims
-from auditor.source import SourceError, decode_text, read_bytes_checked, read_source
-from auditor.submission import Submission, find_logs, load_submission
+from auditor.findings import Finding, Outcome
+from auditor.source import SourceError, decode_text, read_bytes_checked
+from auditor.submission import Submission, load_submission
+from auditor.submission.claimed import JsonClaims, parse_claims
 
 ARTIFACT_CAP_BYTES = 16_000_000
 TRAIN_LIMIT_S = 600.0
@@ -27,24 +28,6 @@ RECORD_WORLD_SIZE = 8
 MIN_SEEDS = 3
 
 VIOLATION, WARNING, INFO = "violation", "warning", "info"
-
-
-@dataclass
-class ClaimFinding:
-    check: str
-    severity: str
-    message: str
-    claimed: object = None
-    observed: object = None
-
-    def to_json(self) -> dict:
-        return {
-            "check": self.check,
-            "severity": self.severity,
-            "message": self.message,
-            "claimed": self.claimed,
-            "observed": self.observed,
-        }
 
 
 @dataclass
@@ -85,52 +68,39 @@ class ClaimsResult:
     path: str
     track: str = "unknown"
     error: str | None = None  # set when the folder could not be read at all
+    error_kind: str | None = None  # "input" or "internal", with error
     seeds: list[SeedResult] = field(default_factory=list)
     claimed: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
-    findings: list[ClaimFinding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
     def add(self, check: str, severity: str, message: str, claimed=None, observed=None) -> None:
-        self.findings.append(ClaimFinding(check, severity, message, claimed, observed))
+        self.findings.append(Finding(check, severity, message, path=self.path, claimed=claimed, observed=observed))
 
     @property
-    def violations(self) -> list[ClaimFinding]:
+    def violations(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == VIOLATION]
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.error:
+            return Outcome.INTERNAL_ERROR if self.error_kind == "internal" else Outcome.BAD_INPUT
+        return Outcome.FLAG if self.violations else Outcome.CLEAN
 
     def to_json(self) -> dict:
         return {
             "path": self.path,
             "track": self.track,
             "error": self.error,
+            "error_kind": self.error_kind,
             "seeds": [s.to_json() for s in self.seeds],
             "claimed": self.claimed,
             "measured": self.measured,
-            "findings": [f.to_json() for f in self.findings],
+            "findings": [f.to_json("claims") for f in self.findings],
         }
 
 
 # --- loading -----------------------------------------------------------------------
-
-
-def _load(path: Path) -> Submission:
-    """The Submission, also for folders without a main script (logs alone can be checked)."""
-    try:
-        submission = load_submission(path)
-    except SourceError:
-        if not path.is_dir():
-            raise
-        submission = Submission(root=path, script=None)
-    if path.is_dir():
-        # Logs are checked even in folders without README or submission.json.
-        submission.logs = submission.logs or find_logs(path)
-        if submission.submission_json is None:
-            submission.submission_json = find_submission_json(path, None)
-        if submission.readme is None:
-            for name in ("README.md", "readme.md", "README.MD", "README"):
-                if (path / name).is_file():
-                    submission.readme = path / name
-                    break
-    return submission
 
 
 def _track(path: Path, claims: JsonClaims | None, forced: str) -> str:
@@ -169,17 +139,28 @@ def check_claims(
     path = Path(path)
     result = ClaimsResult(path=str(path))
     if not path.exists():
-        result.error = f"{path} does not exist"
+        result.error, result.error_kind = f"{path} does not exist", "input"
         return result
     if not path.is_dir():
-        result.error = f"{path} is not a folder (claims checks a record folder)"
+        result.error, result.error_kind = f"{path} is not a folder (claims checks a record folder)", "input"
         return result
     try:
-        submission = _load(path)
+        submission = load_submission(path, mode="folder")
+        with submission.reading():
+            _check(result, submission, path, sota_bpb, sota_dir, track)
     except SourceError as exc:
-        result.error = str(exc)
-        return result
+        result.error, result.error_kind = str(exc), "input"
+    except Exception as exc:  # a bug of ours must not stop a batch, nor read as a violation
+        from auditor import __version__
 
+        result.findings.clear()
+        result.error = f"internal error in auditor {__version__}: {type(exc).__name__}: {exc}"
+        result.error_kind = "internal"
+    return result
+
+
+def _check(result: ClaimsResult, submission: Submission, path: Path, sota_bpb: float | None,
+           sota_dir: Path | str | None, track: str) -> None:
     claims = _read_json_claims(submission, result)
     tables = _read_readme_tables(submission, result)
     result.track = _track(path, claims, track)
@@ -197,7 +178,6 @@ def check_claims(
     _summarize(result, submission)
     if sota_bpb is not None or sota_dir is not None:
         _check_significance(result, sota_bpb, Path(sota_dir) if sota_dir else None)
-    return result
 
 
 def _read_json_claims(submission: Submission, result: ClaimsResult) -> JsonClaims | None:
@@ -205,7 +185,7 @@ def _read_json_claims(submission: Submission, result: ClaimsResult) -> JsonClaim
         result.add("could_not_read", WARNING, "no submission.json: nothing claimed to check against the logs")
         return None
     try:
-        data = load_json_text(submission.submission_json)
+        data = submission.read_submission_json()
     except SourceError as exc:
         result.add("could_not_read", WARNING, f"could not read {submission.submission_json.name}: {exc}")
         return None
@@ -221,11 +201,11 @@ def _read_readme_tables(submission: Submission, result: ClaimsResult) -> list[Re
     if submission.readme is None:
         return []
     try:
-        text = decode_text(read_bytes_checked(submission.readme), what=submission.readme.name)
+        decode_text(read_bytes_checked(submission.readme), what=submission.readme.name)
     except SourceError as exc:
         result.add("could_not_read", WARNING, f"could not read the README: {exc}")
         return []
-    return parse_readme_tables(text)
+    return parse_readme_tables(submission.readme_text)
 
 
 def _usable_runs(log_files: list[LogFile], result: ClaimsResult) -> list[LogRun]:
@@ -526,7 +506,7 @@ def _code_sizes_of_files(submission: Submission) -> dict[str, int]:
         if other != script and other.is_file():
             sizes[other.name] = other.stat().st_size
     try:
-        source = read_source(script)
+        source = submission.source()
         if source.packed:
             sizes[f"{script.name} unpacked"] = len(source.text.encode("utf-8"))
     except SourceError:

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from auditor.claims.numbers import Printed, printed
 from auditor.source import SourceError, decode_text, read_bytes_checked
-from auditor.submission import log_values
-
-MAX_LOG_BYTES = 50_000_000
+from auditor.submission import MAX_LOG_BYTES, log_values
 
 # `[rank0]:`, `[default0]:`, `[1,0]<stdout>:`, `0: `, timestamps and log levels before the message.
 _PREFIX = re.compile(

@@ -1,42 +1,33 @@
 """A Submission: a record folder (or a lone script), its files and its run configuration.
 
+Every command (classify, claims, smoke, reproduce, review) starts from here, and reads
+the folder through it: each file is read once per run (`Submission.files`, a FileReader
+that every bounded read goes through while `with submission.reading():` is active), and
+nothing is parsed back out of text another layer wrote.
+
 The run configuration is what the submission actually ran with: environment
-assignments in the README's run command, and hyperparameter lines in its train logs.
-Every command (classify, claims, smoke, reproduce, review) starts from here.
+assignments in the README's run command, and hyperparameter lines in its train logs
+(see `auditor.submission.run_config`).
 """
 
 from __future__ import annotations
 
-import json
-import re
+import contextlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from auditor.source import SourceError, decode_text, read_bytes_checked
+from auditor.source import FileReader, Source, SourceError, is_regular_file, read_bytes_checked, read_source
+from auditor.submission.files import (
+    LOG_SUFFIXES, MAIN_SCRIPT_NAMES, MAX_LOG_BYTES, MAX_README_BYTES, NOT_LOGS, README_NAMES, SEPARATOR_LINE,
+    cut_long_lines, find_logs, first_file, read_text_or_empty, scripts_run_in,
+)
+from auditor.submission.run_config import RunConfig, log_values, read_run_config, readme_env
 
-MAIN_SCRIPT_NAMES = ("train_gpt.py",)
-LOG_SUFFIXES = (".log", ".txt")
-NOT_LOGS = re.compile(r"^(requirements|constraints|license|notice|third_party)", re.I)
-MAX_LOG_BYTES = 50_000_000
-# Log lines that are source code, not settings (some logs start with the whole script).
-_CODE_LINE = re.compile(r"^\s*(def |class |import |from |return |if |for |elif |else:|@|#)")
-
-
-@dataclass
-class RunConfig:
-    """What the submission ran with, beyond the script's own defaults."""
-
-    env: dict[str, str] = field(default_factory=dict)  # UPPER_CASE env assignments
-    values: dict[str, str] = field(default_factory=dict)  # lower_case hyperparameters from logs
-    sources: list[str] = field(default_factory=list)  # "readme", "log"
-
-    @property
-    def source(self) -> str:
-        """A short name of where the configuration came from, for the output."""
-        return "+".join(self.sources) if self.sources else "defaults"
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "env": dict(self.env), "values": dict(self.values)}
+__all__ = [
+    "LOG_SUFFIXES", "MAIN_SCRIPT_NAMES", "MAX_LOG_BYTES", "NOT_LOGS", "README_NAMES", "SEPARATOR_LINE", "RunConfig",
+    "Submission", "find_logs", "find_main_script", "load_submission", "log_values", "read_run_config", "readme_env",
+]
 
 
 @dataclass
@@ -48,32 +39,72 @@ class Submission:
     logs: list[Path] = field(default_factory=list)
     run_config: RunConfig = field(default_factory=RunConfig)
     is_record_folder: bool = False
+    files: FileReader = field(default_factory=FileReader, repr=False, compare=False)
+
+    def reading(self):
+        """Make this submission's reader the one every bounded read goes through."""
+        return self.files.active()
+
+    @cached_property
+    def readme_text(self) -> str:
+        """The README ("" when absent or unreadable), overlong lines cut."""
+        with self.reading():
+            return cut_long_lines(read_text_or_empty(self.readme, MAX_README_BYTES))
 
     def read_readme(self) -> str:
-        return _read_optional(self.readme)
+        return self.readme_text
 
     def read_submission_json(self) -> dict | list | None:
-        """The parsed submission.json, None when absent; raises SourceError when unreadable."""
+        """The parsed submission.json (floats keep their printed digits), None when absent;
+        raises SourceError when unreadable."""
         if self.submission_json is None:
             return None
-        text = decode_text(read_bytes_checked(self.submission_json), what="submission.json")
+        from auditor.submission.claimed import parse_json_bytes
+
+        with self.reading():
+            return parse_json_bytes(read_bytes_checked(self.submission_json), self.submission_json.name)
+
+    @cached_property
+    def claimed(self):
+        """What submission.json claims (`JsonClaims`), None when it is absent or unreadable."""
+        from auditor.submission.claimed import parse_claims
+
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"submission.json is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+            data = self.read_submission_json()
+        except SourceError:
+            return None
+        return None if data is None else parse_claims(data, self.submission_json.name)
+
+    def read_log(self, path: Path) -> bytes:
+        with self.reading():
+            return read_bytes_checked(path, MAX_LOG_BYTES)
+
+    def source(self) -> Source:
+        """The main script, unpacked (raises SourceError with the reason)."""
+        if self.script is None:
+            raise SourceError(f"no main script found in {self.root}")
+        with self.reading():
+            return read_source(self.script)
+
+    def sibling_scripts(self) -> list[Path]:
+        """The .py files beside the main script (helpers, exec'd files, data prep)."""
+        folder = self.script.parent if self.script is not None else self.root
+        return sorted(folder.glob("*.py"))
+
+    def input_files(self) -> list[Path]:
+        """Every file a verdict can depend on: scripts, README, submission.json, logs."""
+        named = [*self.sibling_scripts(), self.readme, self.submission_json, *self.logs]
+        return sorted({p for p in named if p is not None})
 
 
-def _read_optional(path: Path | None, limit: int = 5_000_000) -> str:
-    if path is None:
-        return ""
-    try:
-        return decode_text(read_bytes_checked(path, limit), what=path.name)
-    except SourceError:
-        return ""
+def load_submission(path: Path | str, mode: str = "script") -> Submission:
+    """A Submission for a record folder or a script; raises SourceError with a reason.
 
-
-def load_submission(path: Path | str) -> Submission:
-    """A Submission for a record folder or a script; raises SourceError with a reason."""
+    mode "script" (classify, smoke): the main script is required, and only a record folder
+    (one with a README or submission.json) lends its README and logs. mode "folder"
+    (claims): the folder is what is checked; it needs no script, and its logs and a
+    differently named `submission*.json` are read whatever else it holds.
+    """
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path} does not exist")
@@ -81,363 +112,49 @@ def load_submission(path: Path | str) -> Submission:
         root, script = path, None
     else:
         root, script = path.parent, path
-    readme = _first_file(root, ("README.md", "readme.md", "README.MD", "README.txt", "README"))
-    submission_json = _first_file(root, ("submission.json",))
+    files = FileReader(root)
+    readme = first_file(root, README_NAMES)
+    submission_json = first_file(root, ("submission.json",))
+    if submission_json is None and mode == "folder":
+        named = sorted(p for p in root.glob("submission*.json") if is_regular_file(p))
+        submission_json = named[0] if named else None
     # A lone script in a folder of other things (fixtures, a scratch dir) is not a record:
     # only a folder with a README or submission.json lends its README and logs.
     is_record = bool(readme or submission_json)
-    sub = Submission(root=root, script=script, is_record_folder=is_record)
-    if is_record:
+    sub = Submission(root=root, script=script, is_record_folder=is_record, files=files)
+    if is_record or mode == "folder":
         sub.readme = readme
         sub.submission_json = submission_json
         sub.logs = find_logs(root)
-    if script is None:
-        sub.script = find_main_script(root, sub.read_readme())
-        if sub.script is None:
-            raise SourceError(f"no main script found in {root} (no train_gpt.py, and the README runs none)")
-    sub.run_config = read_run_config(sub.read_readme(), sub.logs, sub.script)
+    with sub.reading():
+        if script is None:
+            sub.script = find_main_script(root, sub.readme_text)
+            if sub.script is None and mode == "script":
+                raise SourceError(f"no main script found in {root} (no train_gpt.py, and the README runs none)")
+        sub.run_config = read_run_config(sub.readme_text, sub.logs, sub.script)
     return sub
-
-
-def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
-    for name in names:
-        candidate = folder / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def find_logs(folder: Path) -> list[Path]:
-    logs = []
-    for candidate in sorted(folder.rglob("*")):
-        if candidate.suffix.lower() not in LOG_SUFFIXES or not candidate.is_file():
-            continue
-        if NOT_LOGS.match(candidate.name):
-            continue
-        if len(candidate.relative_to(folder).parts) > 3:
-            continue
-        logs.append(candidate)
-    return logs
-
-
-_RUN_SCRIPT = re.compile(r"(?:torchrun|python3?|accelerate launch)\b[^\n`]*?([\w./-]+\.py)\b")
 
 
 def find_main_script(folder: Path, readme_text: str) -> Path | None:
     """train_gpt.py, else the script the README runs, else the only (or main-guarded) script."""
-    for match in _RUN_SCRIPT.finditer(readme_text):
-        candidate = folder / Path(match.group(1)).name
-        if candidate.is_file():
-            if (folder / "train_gpt.py").is_file() and candidate.name != "train_gpt.py":
+    for name in scripts_run_in(readme_text):
+        candidate = folder / Path(name).name
+        if is_regular_file(candidate):
+            if is_regular_file(folder / "train_gpt.py") and candidate.name != "train_gpt.py":
                 # A record always counts train_gpt.py; the README may also run data prep.
                 continue
             return candidate
     for name in MAIN_SCRIPT_NAMES:
-        if (folder / name).is_file():
+        if is_regular_file(folder / name):
             return folder / name
-    scripts = sorted(p for p in folder.glob("*.py") if p.is_file())
+    scripts = sorted(p for p in folder.glob("*.py") if is_regular_file(p))
     if len(scripts) == 1:
         return scripts[0]
     guarded = []
     for script in scripts:
-        text = _read_optional(script)
+        text = read_text_or_empty(script)
         if "__main__" in text and ("val" in text or "train" in text.lower()):
             guarded.append((len(text), script))
     if guarded:
         return max(guarded)[1]
     return None
-
-
-# --- run configuration -----------------------------------------------------------
-
-_ENV_ASSIGN = re.compile(r"(?:^|[\s;(`])(?:export\s+)?([A-Z][A-Z0-9_]{1,63})=(\"[^\"]*\"|'[^']*'|[^\s;`)\\]*)")
-_FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
-_LOG_KEY_VALUE = re.compile(r"(?<![\w.])([a-z][a-z0-9_]{1,63})\s*[:=]\s*([^\s,;|]+)")
-_SKIP_ENV = {"CUDA_VISIBLE_DEVICES", "PATH", "PYTHONPATH", "HOME", "OMP_NUM_THREADS", "NCCL_DEBUG", "PWD"}
-
-
-def _clean_value(value: str) -> str:
-    value = value.strip().strip(",")
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        value = value[1:-1]
-    return value
-
-
-def readme_env(readme_text: str, script_name: str = "train_gpt.py") -> dict[str, str]:
-    """Environment assignments of the README's run command for `script_name`.
-
-    Shell blocks are read command by command (backslash continuations joined). When some
-    command runs `script_name`, only those commands count (with `export` lines before them
-    in the same block), the first one winning where they disagree: a README that also
-    shows an ablation, a baseline or another script's command does not mix them in.
-    Otherwise every command and plain VAR=value list counts, later ones winning.
-    """
-    own: dict[str, str] = {}
-    other: dict[str, str] = {}
-    runs_script = False
-    for block in _shell_blocks(readme_text):
-        runs = bool(re.search(r"torchrun|python|\.sh\b|export ", block))
-        lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
-        plain = lines and all(re.fullmatch(r"(export\s+)?[A-Z][A-Z0-9_]*=\S*\s*\\?", ln) for ln in lines)
-        if not (runs or plain):
-            continue
-        exported: dict[str, str] = {}
-        for command in _shell_commands(block):
-            assigned = _env_assignments(command)
-            script = _RUN_SCRIPT.search(command)
-            if script is None:
-                if re.match(r"\s*export\s", command) or re.fullmatch(r"\s*(?:[A-Z][A-Z0-9_]*=\S*\s*)+", command):
-                    exported.update(assigned)
-                other.update(assigned)
-                continue
-            if Path(script.group(1)).name == script_name:
-                runs_script = True
-                for name, value in {**exported, **assigned}.items():
-                    own.setdefault(name, value)
-            other.update({**exported, **assigned})
-    return own if runs_script else other
-
-
-_FENCE_LANGS = {"bash", "sh", "shell", "console", "zsh", "text", "txt", "python", "py", "none", "plain"}
-
-
-def _shell_blocks(readme_text: str) -> list[str]:
-    """Contents of the README's fenced blocks; a one-line ```cmd``` is a block of its own."""
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in readme_text.splitlines():
-        stripped = line.strip()
-        if current is None:
-            if not stripped.startswith("```"):
-                continue
-            inner = stripped[3:].strip()
-            if inner.endswith("```"):  # ```bash pip install x```
-                words = inner[:-3].split(None, 1)
-                if words and words[0] in _FENCE_LANGS:
-                    words = words[1:]
-                blocks.append(" ".join(words))
-                continue
-            current = []
-            if inner and inner.split()[0] not in _FENCE_LANGS:
-                current.append(inner)
-        elif stripped.startswith("```"):
-            blocks.append("\n".join(current))
-            current = None
-        else:
-            current.append(line)
-    if current:
-        blocks.append("\n".join(current))
-    return blocks
-
-
-def _shell_commands(block: str) -> list[str]:
-    """Logical commands of a shell block: continuations joined, comments dropped, split at &&."""
-    commands: list[str] = []
-    pending = ""
-    for raw in block.splitlines():
-        line = raw.strip().removeprefix("$ ")
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        if line.strip():
-            commands.extend(part for part in re.split(r"&&|;\s", line) if part.strip())
-    if pending.strip():
-        commands.append(pending)
-    return commands
-
-
-def _env_assignments(command: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for match in _ENV_ASSIGN.finditer(command):
-        name, value = match.group(1), _clean_value(match.group(2))
-        if name in _SKIP_ENV or value.startswith("$") or not _plain_value(value):
-            continue
-        env[name] = value
-    return env
-
-
-# A log value: a bracketed list, a comma list without spaces, or one token; followed by
-# another setting, the end of the line or punctuation, not by prose (`mixed_quant: 32 int6`).
-_LOG_PAIR = re.compile(
-    r"(?<![\w.\[{(])([a-z][a-z0-9_]{1,63})\s*[:=]\s*"
-    r"(\[[^\]\n]{0,200}\]|\([^)\n]{0,200}\)|[\w.+\-/]+(?:,[\w.+\-/]+)+(?![\w.])|[^\s,;|]+)"
-    r"(?=\s+[A-Za-z_][\w.\-]*\s*[:=]|\s*$|\s*[,;|)\]}]|\s+[\-(#/|\[])"
-)
-_TYPE_NAMES = {"int", "float", "str", "bool", "list", "dict", "tuple", "Tensor", "Optional", "Any", "nn.Module"}
-# Lines of source code echoed into a log (scripts often log their own source first).
-_CODE_HINT = re.compile(
-    r"^\s*(def|class|import|from|return|if|elif|for|while|with|try|except|raise|assert|yield|global|del)\b"
-    r"|^\s*(else|try|finally)\s*:|^\s*@\w|^\s*#|\bf[\"']|os\.environ|\bself\.|\bargs\.|==|!=|:\s*$|\blog0?\("
-)
-_SEPARATOR = re.compile(r"^\s*([=\-#*~_])\1{19,}\s*$")
-_SOURCE_START = ('"""', "'''", "#", "import ", "from ", 'r"""')
-
-
-def _plain_value(value: str) -> bool:
-    """A settings value, not code echoed into a log (`{h.world_size}`, `int`, `args.x`)."""
-    if not value or value in _TYPE_NAMES:
-        return False
-    if any(c in value for c in "{}$`<>\"'") or value.startswith(("self.", "args.", "os.", "torch.")):
-        return False
-    if "(" in value and not (value.startswith("(") and value.endswith(")")):
-        return False
-    if value.startswith("[") and not value.endswith("]"):
-        return False
-    return "=" not in value and not re.search(r"[a-z]:", value)
-
-
-def _list_value(value: str) -> str:
-    """`[9, 10]` / `(9, 10)` as the comma list a script reads from its environment: `9,10`."""
-    if value[:1] in "[(" and value[-1:] in "])":
-        items = [item.strip().strip("'\"") for item in value[1:-1].split(",") if item.strip()]
-        if all(re.fullmatch(r"[\w.+\-]+", item) for item in items):
-            return ",".join(items)
-    return value
-
-
-def _source_lines(lines: list[str]) -> set[int]:
-    """Indices of log lines that are a script's source echoed into the log.
-
-    Logs often print the whole script (at the top, or again before each run), separated
-    from the run's output by a line of `=====`: a stretch between separators (or the
-    log's start) where most lines are code is source, not settings.
-    """
-    skipped: set[int] = set()
-    bounds = [-1] + [i for i, line in enumerate(lines) if _SEPARATOR.match(line)] + [len(lines)]
-    for first, last in zip(bounds, bounds[1:]):
-        segment = [i for i in range(first + 1, last) if lines[i].strip()]
-        if len(segment) < 20:
-            continue
-        code = sum(1 for i in segment if lines[i][:1] in (" ", "\t") or _CODE_LINE.match(lines[i])
-                   or _CODE_HINT.search(lines[i]) or lines[i].strip().startswith(_SOURCE_START))
-        if code > 0.5 * len(segment):
-            skipped.update(range(first + 1, last))
-    return skipped
-
-
-def log_values(log_text: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Hyperparameter lines of a train log: (lower_case values, UPPER_CASE env values).
-
-    A script source that the log starts with (up to its `=====` separator) and lines that
-    look like code are skipped; list values are kept whole (`ve_layers: 9,10`, `[9, 10]`
-    read as `9,10`); values that are code (`{h.world_size}`, `int`) are not settings.
-    """
-    values: dict[str, str] = {}
-    env: dict[str, str] = {}
-    lines = log_text.splitlines()[:40000]
-    source = _source_lines(lines)
-    read = 0
-    for index, line in enumerate(lines):
-        if index in source:
-            continue
-        read += 1
-        if read > 4000:
-            break
-        if len(line) > 2000 or _CODE_LINE.match(line) or _CODE_HINT.search(line):
-            continue
-        if "(" in line and ")" in line and "=" in line and not re.search(r"[:=]\s*\(", line):
-            continue
-        for match in _ENV_ASSIGN.finditer(line):
-            value = _clean_value(match.group(2))
-            if _plain_value(value):
-                env.setdefault(match.group(1), value)
-        for match in _LOG_PAIR.finditer(line):
-            value = _clean_value(match.group(2))
-            if value[:1] in "[(":
-                value = _list_value(value)
-            if _plain_value(value):
-                values.setdefault(match.group(1), value)
-    return values, env
-
-
-_CODE_SIZE = re.compile(r"Code size:\s*([\d,]+)\s*bytes")
-
-
-def _logs_for_script(logs: list[Path], script: Path | None) -> list[Path]:
-    """The logs in the order to read settings from: logs that report the script's size first."""
-    if script is None or len(logs) < 2:
-        return logs
-    try:
-        size = script.stat().st_size
-    except OSError:
-        return logs
-    matching = []
-    for log in logs:
-        text = _read_optional(log, MAX_LOG_BYTES)
-        if size in {int(m.group(1).replace(",", "")) for m in _CODE_SIZE.finditer(text)}:
-            matching.append(log)
-    return matching + [log for log in logs if log not in matching]
-
-
-def _same_setting(readme_value: str, log_value: str) -> bool:
-    if readme_value == log_value:
-        return True
-    flags = {"1": "true", "0": "false"}
-    if flags.get(readme_value, readme_value).lower() == flags.get(log_value, log_value).lower():
-        return True
-    try:
-        return float(readme_value) == float(log_value)
-    except ValueError:
-        return False
-
-
-def _kind(value: str) -> str:
-    if value in ("True", "False", "true", "false"):
-        return "flag"
-    try:
-        float(value)
-        return "flag" if value in ("0", "1") else "number"
-    except ValueError:
-        pass
-    return "list" if "," in value else "word"
-
-
-def _comparable(readme_value: str, log_value: str) -> bool:
-    """Whether a log value can stand for a README value (a number for a number, not a status word)."""
-    kinds = {_kind(readme_value), _kind(log_value)}
-    return len(kinds) == 1 or kinds == {"flag", "number"} or kinds == {"list", "number"}
-
-
-def _as_env_value(readme_value: str, log_value: str) -> str:
-    """The log's value written the way the README wrote it (True -> 1 where the README used 1)."""
-    if readme_value in ("0", "1") and log_value in ("True", "False"):
-        return "1" if log_value == "True" else "0"
-    return log_value
-
-
-def read_run_config(readme_text: str, logs: list[Path], script: Path | None) -> RunConfig:
-    """The README's run command plus the train log's settings.
-
-    Where both name a setting (README `MATRIX_LR=0.06`, log `matrix_lr:0.02`), the log,
-    what ran, wins over the README, what someone wrote down: env takes the log's value.
-    """
-    config = RunConfig()
-    env = readme_env(readme_text, script.name if script else "train_gpt.py")
-    if env:
-        config.env.update(env)
-        config.sources.append("readme")
-    # One log is enough for settings: all seeds of a record share them.
-    for log in _logs_for_script(logs, script)[:1]:
-        text = _read_optional(log, MAX_LOG_BYTES)
-        values, log_env = log_values(text)
-        if values or log_env:
-            config.sources.append("log")
-        config.values.update(values)
-        for name, value in log_env.items():
-            if name in _SKIP_ENV:
-                continue
-            if name not in config.env or _comparable(config.env[name], value) and not _same_setting(
-                config.env[name], value
-            ):
-                config.env[name] = _as_env_value(config.env.get(name, ""), value)
-        for name in list(config.env):
-            logged = values.get(name.lower())
-            if logged is not None and _comparable(config.env[name], logged) and not _same_setting(
-                config.env[name], logged
-            ):
-                config.env[name] = _as_env_value(config.env[name], logged)
-    return config

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.claims.numbers import Printed, printed
+from auditor.submission.numbers import Printed, printed
 from auditor.source import SourceError, decode_text, read_bytes_checked
 
 _BPB_KEYS = ("val_bpb", "bpb", "final_val_bpb", "val_bpb_exact", "score", "sliding_val_bpb", "ttt_val_bpb")
@@ -91,14 +91,30 @@ def find_submission_json(folder: Path, known: Path | None) -> Path | None:
 
 
 def load_json_text(path: Path) -> dict | list:
-    text = decode_text(read_bytes_checked(path), what=path.name)
+    return parse_json_bytes(read_bytes_checked(path), path.name)
+
+
+# CPython refuses to turn more digits than this into an int (a ValueError, not a JSONDecodeError).
+_MAX_INT_DIGITS = 4000
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_INT_DIGITS:
+        raise ValueError(f"a number with {len(text):,} digits")
+    return int(text)
+
+
+def parse_json_bytes(data: bytes, name: str = "submission.json") -> dict | list:
+    """Parsed JSON with floats kept as printed (precision checks need the digits shown)."""
+    text = decode_text(data, what=name)
     try:
-        # Keep floats as printed so that precision checks know the digits shown.
-        return json.loads(text, parse_float=lambda s: _PrintedFloat(s))
+        return json.loads(text, parse_float=lambda s: _PrintedFloat(s), parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
-        raise SourceError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        raise SourceError(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except RecursionError:
-        raise SourceError(f"{path.name} is nested too deeply") from None
+        raise SourceError(f"{name} is nested too deeply") from None
+    except ValueError as exc:
+        raise SourceError(f"{name} cannot be read: {exc}") from None
 
 
 class _PrintedFloat(float):
@@ -147,8 +163,10 @@ def _seed(value) -> int | None:
 def parse_claims(data, file: str | None = None) -> JsonClaims:
     claims = JsonClaims(file=file)
     if isinstance(data, list):
-        # A bare list of per-seed entries.
-        data = {"seed_results": data}
+        if not _looks_per_seed(data):
+            claims.unread.append("top level is a list, not per-seed results (objects with a seed)")
+            return claims
+        data = {"seed_results": data}  # a bare list of per-seed entries
     if not isinstance(data, dict):
         claims.unread.append(f"top level is a {type(data).__name__}, not an object")
         return claims

@@ -1,0 +1,97 @@
+"""Text output for a terminal, one renderer per command.
+
+Everything that comes from a submission (paths, messages, code lines, log lines) passes
+through `printable`, so escape sequences in a submission cannot reach the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+
+from auditor.findings import ClassifyResult
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder text.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """`text` with control characters written as escapes (`\\x1b`), tabs and newlines kept."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
+def classify_text(results: list[ClassifyResult]) -> str:
+    out: list[str] = []
+    for result in results:
+        if result.verdict == "error":
+            out.append(f"{result.path}: ERROR {result.error}")
+            continue
+        live = [f for f in result.findings if f.severity == "violation"]
+        dormant = [f for f in result.findings if f.severity == "dormant"]
+        info = [f for f in result.findings if f.severity == "info"]
+        counts = f"{len(live)} violation(s), {len(dormant)} dormant"
+        out.append(f"{result.path}: {result.verdict.upper()} ({counts})")
+        for finding in live + info:
+            tag = "" if finding.severity == "violation" else "[info] "
+            out.append(f"  {finding.path or result.path}:{finding.line} {finding.rule} {tag}{finding.message}")
+            if finding.evidence:
+                out.append(f"      | {finding.evidence}")
+        if dormant:
+            out.append("  dormant (present but not run under the run configuration; not a violation):")
+            for finding in dormant:
+                out.append(f"  {finding.path or result.path}:{finding.line} {finding.rule} {finding.message}")
+    flagged = sum(r.verdict == "flag" for r in results)
+    errors = sum(r.verdict == "error" for r in results)
+    if len(results) > 1:
+        out.append(f"{len(results)} submission(s): {flagged} flagged, {errors} error(s), "
+                   f"{len(results) - flagged - errors} clean")
+    return "\n".join(printable(line) for line in out)
+
+
+_SEVERITY_ORDER = {"violation": 0, "warning": 1, "info": 2}
+
+
+def claims_text(results, show_info: bool = False) -> str:
+    """Per folder: the seeds table, the mean, then the findings (info ones with show_info)."""
+    lines = [line for result in results for line in _claims_one(result, show_info)]
+    return "\n".join(printable(line) for line in lines)
+
+
+def _claims_one(result, show_info: bool = False) -> list[str]:
+    lines = [f"{result.path}  [{result.track} track]"]
+    if result.error:
+        lines.append(f"  error: {result.error}")
+        return lines
+    header = ("seed", "log", "val_bpb", "claimed", "val_loss", "artifact", "train_s", "eval_s", "ws")
+    rows = []
+    for seed in result.seeds:
+        data = seed.to_json()
+        rows.append((
+            str(seed.seed if seed.seed is not None else "?"),
+            data["log"] or "(no log)",
+            data["val_bpb"] or "-",
+            data["claimed_val_bpb"] or "-",
+            data["val_loss"] or "-",
+            f"{data['artifact_bytes']:,}" if data["artifact_bytes"] is not None else "-",
+            f"{data['train_time_s']:.1f}" if data["train_time_s"] is not None else "-",
+            f"{data['eval_time_s']:.1f}" if data["eval_time_s"] is not None else "-",
+            str(data["world_size"]) if data["world_size"] is not None else "-",
+        ))
+    if rows:
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+        for row in [header] + rows:
+            lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    measured = result.measured
+    if measured.get("mean_val_bpb") is not None:
+        claimed = result.claimed.get("mean_val_bpb") or result.claimed.get("val_bpb")
+        lines.append(f"  mean val_bpb {measured['mean_val_bpb']:.8f} (claimed {claimed or '-'})")
+    findings = sorted(result.findings, key=lambda f: _SEVERITY_ORDER.get(f.severity, 3))
+    shown = [f for f in findings if show_info or f.severity != "info"]
+    for finding in shown:
+        lines.append(f"  {finding.severity.upper():9} {finding.check}: {finding.message}")
+    hidden = len(findings) - len(shown)
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("violation", "warning", "info")}
+    lines.append(
+        f"  {counts['violation']} violation(s), {counts['warning']} warning(s), {counts['info']} info"
+        + (f" (--info to show {hidden})" if hidden else "")
+    )
+    return lines
