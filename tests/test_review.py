@@ -285,3 +285,32 @@ def test_unreadable_reproduce_report_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["review", str(FLAGGED), "--reproduce-report", str(tmp_path / "bad.json")])
     assert result.exit_code == 2
     assert "is not JSON" in result.output
+
+
+def test_packed_script_cites_decoded_lines_without_a_line_anchor(tmp_path):
+    folder = tmp_path / "records" / "packed"
+    folder.mkdir(parents=True)
+    shutil.copy(FIXTURES / "packed_ttt_pre_eval.py", folder / "train_gpt.py")
+    context = ReviewContext(github_repo="o/r", sha=SHA, root=str(tmp_path))
+    md = review_folder(folder, context=context, use_cache=False).markdown
+    assert f"(https://github.com/o/r/blob/{SHA}/records/packed/train_gpt.py) (line of the decoded source" in md
+    assert "train_gpt.py#L" not in md
+    assert any(lines == ["loss.backward()"] for _, lines in fenced_blocks(md))
+
+
+def test_long_finding_links_its_whole_span_and_shows_five_lines():
+    from auditor.report.markdown import review_markdown
+
+    source = [f"line_{n} = {n}" for n in range(1, 21)]
+    result = {"path": "/src/records/x/train_gpt.py", "sha256": "", "verdict": "flag", "error": None,
+              "findings": [{"rule": "two-pass-rescore", "severity": "violation", "path": "/src/records/x/train_gpt.py",
+                            "line": 3, "end_line": 12, "message": "rescored", "evidence": "line_3 = 3"}]}
+    context = ReviewContext(github_repo="o/r", sha=SHA, root="/src", read_lines=lambda path: source)
+    md = review_markdown(result, None, None, None, context)
+    assert f"https://github.com/o/r/blob/{SHA}/records/x/train_gpt.py#L3-L12)" in md
+    assert "`records/x/train_gpt.py:3-12`" in md
+    (fence, lines), = fenced_blocks(md)
+    assert len(lines) == 5
+    assert lines[0].startswith("> 3 | line_3") and lines[-1].startswith("> 7 | line_7")
+    assert "(lines 3-7 of 3-12 shown)" in md
+    assert "Claims (submission.json, README table, logs) were not checked." in md

@@ -188,6 +188,8 @@ def _violation(index: int, finding: FindingView, context: ReviewContext) -> list
     if shown is not None:
         text, start, end = shown
         out += [fenced(text), ""]
+        if end < finding.end_line:
+            out += [f"(lines {start}-{end} of {finding.line}-{finding.end_line} shown)", ""]
     out += [
         f"<details><summary>Rule <code>{finding.rule}</code>: {inline(doc.summary)}</summary>",
         "",
