@@ -95,3 +95,47 @@ def _claims_one(result, show_info: bool = False) -> list[str]:
         + (f" (--info to show {hidden})" if hidden else "")
     )
     return lines
+
+
+def smoke_text(results) -> str:
+    return "\n".join(printable(smoke_line(result)) for result in results)
+
+
+def smoke_line(result) -> str:
+    """One line per submission, e.g. 'import OK in 0.41s, dim=768, ... [config: log]'."""
+    config = f"[config: {result.config_source}]" if result.config_source else ""
+    if result.ok and result.model:
+        m = result.model
+        layers = f"{m.get('layers') if m.get('layers') is not None else '?'}"
+        if m.get("unique_layers") is not None and m.get("unique_layers") != m.get("layers"):
+            layers += f" ({m['unique_layers']} unique)"
+        parts = [
+            f"import OK in {result.import_seconds or 0:.2f}s",
+            f"class={m.get('class')}",
+            f"dim={m.get('dim') if m.get('dim') is not None else '?'}",
+            f"layers={layers}",
+            f"vocab={m.get('vocab')}",
+            f"params={m['params']:,}",
+            f"tied={'yes' if m.get('tied_embeddings') else 'no'}",
+            f"code={result.code_bytes:,} B" if result.code_bytes is not None else "code=?",
+        ]
+        text = ", ".join(parts)
+        if result.forward is not None:
+            if result.forward.get("ok"):
+                text += f", forward loss={result.forward['loss']:.3f} (finite)"
+            elif "loss" in result.forward:
+                text += f", forward loss={result.forward['loss']} (NOT finite)"
+            else:
+                text += f", forward failed ({result.forward.get('kind', 'exception')}: {result.forward.get('message')})"
+    else:
+        error = result.error or {"kind": "exception", "message": "unknown failure"}
+        text = f"FAIL {error['kind']}: {error['message']}"
+        if error.get("frame"):
+            text += f" ({error['frame']})"
+    extras = []
+    if result.shimmed:
+        shown = ", ".join(f"{name} ({kind})" for name, kind in sorted(result.shimmed.items()))
+        extras.append(f"shimmed: {shown}")
+    extras.extend(result.notes)
+    suffix = f" ({'; '.join(extras)})" if extras else ""
+    return f"{result.path}: {text} {config}".rstrip() + suffix

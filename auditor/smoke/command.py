@@ -1,15 +1,12 @@
-"""`auditor smoke`: sandboxed CPU import and instantiation of a submission's model."""
+"""`auditor smoke`: the CLI over `auditor.smoke.runner.smoke_path` (thin; imports lazily)."""
 
 from __future__ import annotations
 
-import json
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from auditor.sandbox import SandboxUnavailable
-from auditor.smoke.runner import SmokeOptions, UnreadablePath, smoke_path
-from auditor.smoke.sandbox import GIB, Limits
+from auditor.report import OutputFormat
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
@@ -23,53 +20,42 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def smoke(
-    paths: list[str] = typer.Argument(..., help="Scripts or record folders."),
-    defaults: bool = typer.Option(False, "--defaults", help="Use the script's defaults, not the run configuration."),
-    env: Optional[list[str]] = typer.Option(None, "--env", help="Override an environment variable, K=V (repeatable)."),
-    forward: bool = typer.Option(False, "--forward", help="Also build on CPU and run one forward pass."),
-    output_format: str = typer.Option("text", "--format", help="text or json."),
-    memory_gb: float = typer.Option(8.0, "--memory-gb", help="Address-space limit of the child, GiB."),
-    cpu_seconds: int = typer.Option(120, "--cpu-seconds", help="CPU-time limit of the child, seconds."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Wall-clock limit per submission, seconds."),
-    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Run the code WITHOUT bubblewrap (unsafe)."),
+    paths: Annotated[list[str], typer.Argument(help="Scripts or record folders.")],
+    defaults: Annotated[bool, typer.Option("--defaults", help="Use the script's defaults, not the run "
+                                                              "configuration.")] = False,
+    env: Annotated[Optional[list[str]], typer.Option("--env", help="Override an environment variable, K=V "
+                                                                   "(repeatable).")] = None,
+    forward: Annotated[bool, typer.Option("--forward", help="Also build on CPU and run one forward pass.")] = False,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    memory_gb: Annotated[float, typer.Option("--memory-gb", help="Address-space limit of the child, GiB.")] = 8.0,
+    cpu_seconds: Annotated[int, typer.Option("--cpu-seconds", help="CPU-time limit of the child, seconds.")] = 120,
+    timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit per submission, seconds.")] = 120.0,
 ) -> None:
-    if output_format not in ("text", "json"):
-        raise typer.BadParameter("--format must be text or json")
+    """Import a submission on CPU in a sandbox and build its model."""
+    from auditor.findings import exit_code
+    from auditor.smoke.runner import SmokeOptions, SmokeResult, UnreadablePath, smoke_path
+    from auditor.smoke.sandbox import GIB, Limits
+
     options = SmokeOptions(
         defaults=defaults,
         env=_parse_env(env or []),
         forward=forward,
         limits=Limits(memory_bytes=int(memory_gb * GIB), cpu_seconds=cpu_seconds, wall_seconds=timeout),
-        sandbox=not no_sandbox,
     )
-    if no_sandbox:
-        typer.echo("WARNING: --no-sandbox: the submissions' code runs with your user's files, network and "
-                   "processes in reach (only rlimits and a scrubbed environment)", err=True)
     results = []
-    unreadable = failed = False
     for path in paths:
         try:
-            result = smoke_path(path, options)
-        except SandboxUnavailable as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            results.append(smoke_path(path, options))
         except UnreadablePath as exc:
-            unreadable = True
-            if output_format == "text":
-                typer.echo(f"{path}: cannot read: {exc}", err=True)
-            else:
-                results.append({"path": path, "status": "fail", "seconds": 0.0, "config_source": None, "env": {},
-                                "model": None, "code_bytes": None,
-                                "error": {"kind": "unreadable", "message": str(exc)}})
-            continue
-        failed = failed or not result.ok
-        if output_format == "text":
-            typer.echo(result.line())
-        else:
-            results.append(result.to_json())
-    if output_format == "json":
-        typer.echo(json.dumps({"results": results}, indent=2))
-    if unreadable:
-        raise typer.Exit(2)
-    if failed:
-        raise typer.Exit(1)
+            results.append(SmokeResult.failed_before_running(path, "unreadable", str(exc)))
+        except Exception as exc:  # a bug of ours: this path's result, exit code 3
+            results.append(SmokeResult.failed_before_running(path, "internal", f"{type(exc).__name__}: {exc}"))
+    if format == OutputFormat.json:
+        from auditor.report.json import results_json
+
+        typer.echo(results_json(results))
+    else:
+        from auditor.report.text import smoke_text
+
+        typer.echo(smoke_text(results))
+    raise typer.Exit(exit_code(results))

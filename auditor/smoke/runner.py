@@ -81,44 +81,28 @@ class SmokeResult:
             "error": self.error,
         }
 
+    @property
+    def outcome(self):
+        """CLEAN when it built, BAD_INPUT when the path is not a submission, INTERNAL_ERROR on
+        a bug of ours, FLAG when the submission's code failed."""
+        from auditor.findings import Outcome
+
+        if self.ok:
+            return Outcome.CLEAN
+        kind = (self.error or {}).get("kind")
+        return {"unreadable": Outcome.BAD_INPUT, "internal": Outcome.INTERNAL_ERROR}.get(kind, Outcome.FLAG)
+
+    @classmethod
+    def failed_before_running(cls, path: str, kind: str, message: str) -> "SmokeResult":
+        """A result for a path that never reached the child ("unreadable" or "internal")."""
+        return cls(path=path, status="fail", seconds=0.0, config_source=None, env={}, model=None, code_bytes=None,
+                   error={"kind": kind, "message": message})
+
     def line(self) -> str:
         """One human-readable line, e.g. 'import OK in 0.41s, dim=768, ... [config: log]'."""
-        config = f"[config: {self.config_source}]"
-        if self.ok and self.model:
-            m = self.model
-            layers = f"{m.get('layers') if m.get('layers') is not None else '?'}"
-            if m.get("unique_layers") is not None and m.get("unique_layers") != m.get("layers"):
-                layers += f" ({m['unique_layers']} unique)"
-            parts = [
-                f"import OK in {self.import_seconds or 0:.2f}s",
-                f"class={m.get('class')}",
-                f"dim={m.get('dim') if m.get('dim') is not None else '?'}",
-                f"layers={layers}",
-                f"vocab={m.get('vocab')}",
-                f"params={m['params']:,}",
-                f"tied={'yes' if m.get('tied_embeddings') else 'no'}",
-                f"code={self.code_bytes:,} B" if self.code_bytes is not None else "code=?",
-            ]
-            text = ", ".join(parts)
-            if self.forward is not None:
-                if self.forward.get("ok"):
-                    text += f", forward loss={self.forward['loss']:.3f} (finite)"
-                elif "loss" in self.forward:
-                    text += f", forward loss={self.forward['loss']} (NOT finite)"
-                else:
-                    text += f", forward failed ({self.forward.get('kind', 'exception')}: {self.forward.get('message')})"
-        else:
-            error = self.error or {"kind": "exception", "message": "unknown failure"}
-            text = f"FAIL {error['kind']}: {error['message']}"
-            if error.get("frame"):
-                text += f" ({error['frame']})"
-        extras = []
-        if self.shimmed:
-            shown = ", ".join(f"{name} ({kind})" for name, kind in sorted(self.shimmed.items()))
-            extras.append(f"shimmed: {shown}")
-        extras.extend(self.notes)
-        suffix = f" ({'; '.join(extras)})" if extras else ""
-        return f"{self.path}: {text} {config}{suffix}"
+        from auditor.report.text import smoke_line
+
+        return smoke_line(self)
 
 
 def _guarded_import_lines(tree: ast.Module) -> list[int]:
