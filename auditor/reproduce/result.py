@@ -198,8 +198,11 @@ class ReproduceResult:
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.hardware:
-            lines.append(f"  hardware: {self.hardware.description}"
-                         + ("" if self.hardware.is_reference else " (not 8xH100: times below are also estimated)"))
+            estimated = self.calibration is not None and self.calibration.factor is not None
+            lines.append(f"  hardware: {self.hardware.description}" + (
+                "" if self.hardware.is_reference else
+                " (not 8xH100: times are also given as 8xH100 estimates)" if estimated else
+                " (not 8xH100, no calibration factor: the 600 s limits are not judged on these times)"))
         if self.topology:
             t = self.topology
             lines.append(f"  torchrun: {t.get('nodes')} node(s) x {t.get('gpus_per_node')} processes"
