@@ -1,10 +1,15 @@
 """The `auditor` command line: a thin typer layer over the library.
 
-Each command parses options, calls the library and prints; no analysis logic here.
-Commands import their modules lazily so that `auditor classify` never imports torch.
+Each command parses options (typer with `Annotated`, Enums for choices, `--format/-f`
+everywhere), calls the library and prints through `auditor.report`; no analysis logic
+here. Command modules import only typer and the standard library at module level, and
+their work lazily, so that `auditor classify` never imports torch.
+Exit codes, for every command: 0 clean, 1 a flag, 2 bad input, 3 an internal error.
 """
 
 from __future__ import annotations
+
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,6 +31,23 @@ app.command(help="Import a submission on CPU in a sandbox and build its model.")
 app.add_typer(data_app, name="data")
 app.command(help="The review comment (Markdown) for a submission or every PR; posting to GitHub.")(review)
 app.command(help="Rerun a submission (or the reference) under torchrun and judge its claims.")(reproduce)
+
+
+@app.command("rules")
+def rules(rule_id: Annotated[Optional[str], typer.Argument(help="A rule id; all ids when omitted.")] = None) -> None:
+    """A rule's documentation: what it flags, the ruling and why, a flagged and a legal example."""
+    from auditor.report.text import rule_text
+    from auditor.rules._docs import rule_doc, rule_ids
+
+    if rule_id is None:
+        for known in rule_ids():
+            typer.echo(f"{known:24} {rule_doc(known).flags}")
+        return
+    try:
+        typer.echo(rule_text(rule_doc(rule_id)))
+    except KeyError:
+        typer.echo(f"unknown rule {rule_id!r}; known: {', '.join(rule_ids())}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

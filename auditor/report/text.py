@@ -7,6 +7,7 @@ through `printable`, so escape sequences in a submission cannot reach the termin
 from __future__ import annotations
 
 import re
+import textwrap
 
 from auditor.findings import ClassifyResult
 
@@ -139,3 +140,18 @@ def smoke_line(result) -> str:
     extras.extend(result.notes)
     suffix = f" ({'; '.join(extras)})" if extras else ""
     return f"{result.path}: {text} {config}".rstrip() + suffix
+
+
+def rule_text(doc) -> str:
+    """A rule's documentation for a terminal, like `ruff rule`."""
+    wrap = lambda text: textwrap.fill(text, 88)  # noqa: E731
+    parts = [f"# {doc.id}", "", "## What it flags", wrap(doc.flags)]
+    if doc.ruling:
+        parts += ["", "## Ruling and why", "\n\n".join(wrap(p) for p in doc.ruling.split("\n\n"))]
+    if doc.notes:
+        parts += ["", "\n\n".join(wrap(p) for p in doc.notes.split("\n\n"))]
+    if doc.illegal_example:
+        parts += ["", "## Flagged (illegal)", textwrap.indent(doc.illegal_example, "    ")]
+    if doc.legal_example:
+        parts += ["", "## Not flagged (legal)", textwrap.indent(doc.legal_example, "    ")]
+    return "\n".join(parts)

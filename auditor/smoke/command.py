@@ -33,7 +33,8 @@ def smoke(
 ) -> None:
     """Import a submission on CPU in a sandbox and build its model."""
     from auditor.findings import exit_code
-    from auditor.smoke.runner import SmokeOptions, SmokeResult, UnreadablePath, smoke_path
+    from auditor.smoke.batch import smoke_paths
+    from auditor.smoke.runner import SmokeOptions
     from auditor.smoke.sandbox import GIB, Limits
 
     options = SmokeOptions(
@@ -42,14 +43,7 @@ def smoke(
         forward=forward,
         limits=Limits(memory_bytes=int(memory_gb * GIB), cpu_seconds=cpu_seconds, wall_seconds=timeout),
     )
-    results = []
-    for path in paths:
-        try:
-            results.append(smoke_path(path, options))
-        except UnreadablePath as exc:
-            results.append(SmokeResult.failed_before_running(path, "unreadable", str(exc)))
-        except Exception as exc:  # a bug of ours: this path's result, exit code 3
-            results.append(SmokeResult.failed_before_running(path, "internal", f"{type(exc).__name__}: {exc}"))
+    results = smoke_paths(paths, options)
     if format == OutputFormat.json:
         from auditor.report.json import results_json
 

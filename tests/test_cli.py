@@ -1,0 +1,84 @@
+"""One CLI shape: every command takes --format/-f, importing the CLI and classifying never
+imports torch, the public API loads lazily, and `auditor rules` documents each rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from auditor.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_classify_through_the_cli_never_imports_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from auditor.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        f"out = CliRunner().invoke(app, ['classify', '--no-cache', '-f', 'json', {str(ROOT / 'fixtures/classify/ttt_pre_eval.py')!r}])\n"
+        "assert out.exit_code == 1, out.output\n"
+        "print('torch' in sys.modules, 'auditor.analysis' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"AUDITOR_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_public_api_is_typed_and_lazy():
+    code = ("import sys, auditor\n"
+            "print('auditor.classify.runner' in sys.modules, 'auditor.claims.checks' in sys.modules)\n"
+            "from auditor import classify_paths, check_claims, smoke_paths, ClassifyResult, ClaimsResult, SmokeResult\n"
+            "print(classify_paths.__module__, check_claims.__module__, smoke_paths.__module__)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.splitlines() == [
+        "False False", "auditor.classify.runner auditor.claims.checks auditor.smoke.batch", "False"]
+
+
+@pytest.mark.parametrize("command", ["classify", "claims", "smoke"])
+def test_every_command_takes_format_short_and_long(command):
+    help_text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+    assert "--format" in help_text and "-f" in help_text
+    bad = runner.invoke(app, [command, "-f", "yaml", "x"])
+    assert bad.exit_code == 2 and "yaml" in bad.output
+
+
+def test_unreadable_paths_exit_2_with_json(tmp_path):
+    for command in ("classify", "claims", "smoke"):
+        out = runner.invoke(app, [command, "-f", "json", str(tmp_path / "missing")])
+        assert out.exit_code == 2, (command, out.output)
+        assert json.loads(out.stdout)["results"][0]["path"] == str(tmp_path / "missing")
+
+
+def test_rules_lists_and_documents_each_rule():
+    listing = runner.invoke(app, ["rules"])
+    assert listing.exit_code == 0
+    ids = [line.split()[0] for line in listing.stdout.splitlines()]
+    assert "ngram-target-in-key" in ids and "ttt-score-first" in ids
+    for rule_id in ids:
+        doc = runner.invoke(app, ["rules", rule_id]).stdout
+        assert doc.startswith(f"# {rule_id}\n")
+        assert "## What it flags" in doc and "## Ruling and why" in doc
+        assert "## Flagged (illegal)" in doc and "## Not flagged (legal)" in doc
+    unknown = runner.invoke(app, ["rules", "no-such-rule"])
+    assert unknown.exit_code == 2 and "ngram-target-in-key" in unknown.output
+
+
+def test_rule_doc_reads_the_rule_module():
+    from auditor import rule_doc
+    from auditor.rules import all_rules
+
+    rule = next(r for r in all_rules() if r.id == "ngram-target-in-key")
+    doc = rule_doc("ngram-target-in-key")
+    assert doc.flags == "an eval-time n-gram cache whose lookup key contains the target."
+    assert "779" in doc.ruling
+    assert doc.illegal_example == textwrap.dedent(rule.INVALID[0]).strip()
+    assert doc.legal_example == textwrap.dedent(rule.VALID[0]).strip()
