@@ -35,6 +35,7 @@ from auditor.review.results import (
 
 MARKER = "<!-- auditor-review -->"
 MAX_EXCERPT_LINES = 5
+MAX_SHORT_LIST = 10  # dormant constructs and legal patterns: a short list, the rest counted
 NOT_A_RULING = "Automated review by auditor {version}; not a maintainer ruling."
 
 
@@ -208,6 +209,13 @@ def _short(finding: FindingView, context: ReviewContext) -> str:
     return f"- `{finding.rule}` at {_location(finding, context)}: {inline(finding.message)}{why}"
 
 
+def _short_list(findings: list[FindingView], context: ReviewContext) -> list[str]:
+    shown = [_short(f, context) for f in findings[:MAX_SHORT_LIST]]
+    if len(findings) > MAX_SHORT_LIST:
+        shown.append(f"- and {len(findings) - MAX_SHORT_LIST} more")
+    return shown + [""]
+
+
 def _claims_table(claims: ClaimsView) -> list[str]:
     if not claims.seeds:
         return ["No seed runs were found in the logs."]
@@ -319,10 +327,10 @@ def review_markdown(
         out += [f"### Dormant constructs ({len(classify_v.dormant)}, not counted)", "",
                 "Present in the code but not run under the submission's run configuration; "
                 "not counted as violations.", ""]
-        out += [_short(f, context) for f in classify_v.dormant] + [""]
+        out += _short_list(classify_v.dormant, context)
     if classify_v.info:
         out += ["### Legal patterns recognised", ""]
-        out += [_short(f, context) for f in classify_v.info] + [""]
+        out += _short_list(classify_v.info, context)
 
     out += ["### Smoke", ""]
     if smoke_v is None:
