@@ -335,7 +335,19 @@ def _add(config: Config, name: str, expr: ast.expr, line: int) -> None:
         config.env_settings.setdefault(env, setting)
 
 
-CONFIG_CLASS = re.compile(r"(?i)(hyper|config|args|setting|param|^h$|cfg|options|flags)")
+def _is_config_class(node: ast.ClassDef) -> bool:
+    """A class that holds settings, by what it is: one of its attributes reads the
+    environment, or it is a dataclass of plain fields with no behaviour of its own."""
+    for inner in node.body:
+        value = getattr(inner, "value", None)
+        if isinstance(inner, (ast.Assign, ast.AnnAssign)) and value is not None and _reads_env(value):
+            return True
+    decorated = any((getattr(d, "id", None) or getattr(d, "attr", None) or
+                     getattr(getattr(d, "func", None), "id", None) or getattr(getattr(d, "func", None), "attr", None))
+                    == "dataclass" for d in node.decorator_list)
+    methods = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and not (n.name.startswith("__") and n.name.endswith("__"))]
+    return decorated and not methods
 
 
 def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None = None) -> Config:
@@ -348,7 +360,7 @@ def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None 
         if isinstance(stmt, ast.ClassDef):
             # Attributes of config classes are settings; those of other classes (a cache's
             # self.total_tokens = 0) are state, unless they read the environment.
-            is_config = bool(CONFIG_CLASS.search(stmt.name))
+            is_config = _is_config_class(stmt)
             for inner in stmt.body:
                 if is_config or _reads_env(getattr(inner, "value", None) or ast.Constant(None)):
                     _collect_assign(config, inner)

@@ -70,6 +70,7 @@ class _Flow:
         self.index = index
         self.env = env or {}
         self.taint = Taint()
+        self._closures: dict[Function, list[Function]] = {}
         self.changed = False
         self.dirty: set[Function] = set()
 
@@ -98,6 +99,13 @@ class _Flow:
                     found = fields.get(name.rsplit(".", 1)[-1])
                     if found:
                         kinds |= found
+        enclosing = function.parent
+        if enclosing is not None and enclosing.qualname != MODULE_SCOPE:
+            # a closure reads the enclosing function's names it does not bind itself
+            local = self._locals(function)
+            free = {n for n in names if n.split(".", 1)[0] not in local}
+            if free:
+                kinds |= self.kinds_of(enclosing, _Names(free), intrinsic=intrinsic)
         if self.taint.globals:
             local = self._locals(function)
             for name in names:
@@ -150,8 +158,13 @@ class _Flow:
             names.add(name)
             self.changed = True
             self.dirty.add(function)
+            self.dirty.update(self._closures.get(function, ()))  # they read this function's names
 
     def run(self) -> Taint:
+        self._closures = {}
+        for function in self.index.functions:
+            if function.parent is not None and function.parent.qualname != MODULE_SCOPE:
+                self._closures.setdefault(function.parent, []).append(function)
         nodes = {}
         for function in self.index.functions:
             nodes[function] = [n for n in own_nodes(function) if isinstance(n, _FLOW_NODES)]
@@ -386,6 +399,14 @@ class _Flow:
                 if kinds and keyword in callee.params:
                     for kind in kinds:
                         self.add(callee, kind, keyword)
+
+
+class _Names(ast.AST):
+    """A stand-in expression that reads the given names (for closures' free variables)."""
+
+    def __init__(self, names: set[str]):
+        super().__init__()
+        self._auditor_facts = (frozenset(), frozenset(names), (), frozenset())
 
 
 def _positional_params(function: Function) -> list[str]:

@@ -98,8 +98,8 @@ def _score_event(node: cst.CSTNode, scope: Scope, score_names: set[str], accumul
     def scored(value: cst.CSTNode) -> bool:
         if analysis is None:
             return True
-        if isinstance(value, cst.Subscript):
-            return False  # a slice of the tokens copied into a buffer, not a loss
+        if isinstance(value, cst.Subscript) and VAL in analysis.kinds(scope.function, value.value, scope):
+            return False  # the tokens themselves copied into a buffer, not a loss
         kinds = analysis.kinds(scope.function, value, scope)
         if TARGET in kinds:
             return True
@@ -164,7 +164,7 @@ def _accumulating_helpers(analysis: Analysis) -> set[str]:
 
 
 _IDENT = re.compile(r"[A-Za-z_][\w.]*")
-_CONSTRUCTOR = re.compile(r"^(?:[\w.]*\.)?[A-Z]\w*\(")  # Foo(...), nn.Parameter(...): a new object
+_CONSTRUCTOR = re.compile(r"^(?:[\w.]*\.)?[A-Z]\w*\(")  # nn.Parameter(...), Linear(...): a library class
 _NOT_NAMES = {"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"}
 
 
@@ -172,16 +172,20 @@ def _roots(code: str) -> set[str]:
     return {n.split(".")[0] for n in _IDENT.findall(code)} - _NOT_NAMES
 
 
-def _local_sources(scope: Scope) -> dict[str, set[str]]:
+def _local_sources(scope: Scope, classes: set[str] = frozenset(),
+                   functions: set[str] = frozenset()) -> dict[str, set[str]]:
     """For each local name, the names its value is made of: assignments, `.append(x)`,
-    `.extend(xs)`, and loop variables. A constructor call (`Foo(...)`) is a new object and
-    contributes nothing, so a LoRA built here is local while `[p for p in model.parameters()]`
-    stays tied to `model`."""
+    `.extend(xs)`, and loop variables. A constructor call (one of the submission's classes,
+    or a library class such as `nn.Parameter(...)`) is a new object and contributes nothing,
+    so a LoRA built here is local while `[p for p in model.parameters()]` stays tied to
+    `model`."""
     sources: dict[str, set[str]] = {}
     for node in scope.walk():
         if isinstance(node, cst.Assign):
             code = scope.code(node.value).strip()
-            parts = set() if _CONSTRUCTOR.match(code) else _roots(code)
+            called = _leaf(_name(node.value.func)) if isinstance(node.value, cst.Call) else ""
+            built = called in classes or (_CONSTRUCTOR.match(code) and called not in functions)
+            parts = set() if built else _roots(code)
             for target in node.targets:
                 for name in _IDENT.findall(scope.code(target.target)):
                     sources.setdefault(name.split(".")[0], set()).update(parts)
@@ -292,8 +296,11 @@ def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Functio
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
             continue
-        elif _leaf(_name(func)) in trainers and node.args:
-            if any(VAL in analysis.kinds(function, arg.value, scope) for arg in node.args):
+        elif _leaf(_name(func)) in trainers and (node.args or trainers[_leaf(_name(func))].parent is function):
+            # a trainer handed validation data, or a closure of this function that trains
+            # on what it reads from here
+            if trainers[_leaf(_name(func))].parent is function or any(
+                    VAL in analysis.kinds(function, arg.value, scope) for arg in node.args):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
                 via = _leaf(_name(func))
@@ -334,8 +341,11 @@ def _order_for(update: Event, scores: list[Event], is_epoch) -> tuple[str, Event
     later = [s for s in scores if s.line > update.line]
     if later:
         return "train-first", min(later, key=lambda s: s.line)
-    # Scores that come before, outside any loop shared with the step (a training loop's
-    # running loss, an earlier eval), do not score the tokens this step trains on.
+    earlier = [s for s in scores if s.line < update.line]
+    if earlier:
+        # Every loss that reaches the report was added before this step, outside any loop
+        # shared with it: one chunk's body (a helper called per chunk) scores, then trains.
+        return "score-first", min(earlier, key=lambda s: s.line)
     return "no-score", None
 
 
@@ -344,16 +354,31 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     variable (or anything computed from it) never selects data inside it: it indexes or
     slices nothing, bounds no inner loop, and is handed to no call together with the
     validation tokens. `for _ in range(k): for chunk in chunks: ...` repeats; `for i in
-    range(n): window = toks[i * L:(i + 1) * L]` walks the data."""
-    if not isinstance(loop, cst.For):
+    range(n): window = toks[i * L:(i + 1) * L]` walks the data. A `while` loop is read the
+    same way: its counters (names in its test that it increments) or what it takes with
+    `next(...)` are its variables."""
+    if not isinstance(loop, (cst.For, cst.While)):
         return False
     function = scope.function
-    if VAL in analysis.kinds(function, loop.iter, scope):
-        return False
-    derived = _roots(scope.code(loop.target))
-    if not derived:
-        return True
     body = [n for n in scope.walk() if _inside(scope, n, loop)]
+    if isinstance(loop, cst.For):
+        if VAL in analysis.kinds(function, loop.iter, scope):
+            return False
+        derived = _roots(scope.code(loop.target))
+        if not derived:
+            return True
+    else:
+        derived, tested = set(), _roots(scope.code(loop.test))
+        for node in body:
+            if isinstance(node, cst.AugAssign) and _roots(scope.code(node.target)) & tested:
+                derived |= _roots(scope.code(node.target))
+            elif isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and _name(node.value.func) == "next":
+                if node.value.args and VAL in analysis.kinds(function, node.value.args[0].value, scope):
+                    return False  # it walks an iterator over the data
+                for target in node.targets:
+                    derived |= _roots(scope.code(target.target))
+        if not derived:
+            return False  # nothing to tell repetition from walking: not a repeat
     for _ in range(3):
         grown = False
         for node in body:
@@ -374,6 +399,11 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
         elif isinstance(node, cst.For) and node is not loop:
             if _roots(scope.code(node.iter)) & derived:
                 return False
+        elif isinstance(node, cst.While) and node is not loop:
+            if _roots(scope.code(node.test)) & derived:
+                return False
+        elif isinstance(node, cst.Call) and _closure_reads(analysis, function, node) & derived:
+            return False  # a nested helper reads the loop variable from here
         elif isinstance(node, cst.Call) and node.args:
             with_derived = [a for a in node.args if _roots(scope.code(a.value)) & derived]
             others = [a for a in node.args if a not in with_derived]
@@ -382,11 +412,24 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     return True
 
 
+def _closure_reads(analysis: Analysis, function: Function, call: cst.Call) -> set[str]:
+    """Names of `function` that a nested function called here reads as free variables."""
+    name = _leaf(_name(call.func))
+    found: set[str] = set()
+    for callee in analysis.index.resolve(name):
+        if callee.parent is not function:
+            continue
+        local = set(callee.params) | {n.id for n in own_nodes(callee)
+                                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        found |= {n.id for n in own_nodes(callee) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+    return found
+
+
 def _inside(scope: Scope, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
     current = scope.parent(node)
     while current is not None:
         if current is loop:
-            return node is not loop.target and node is not loop.iter
+            return node is not getattr(loop, "target", None) and node is not getattr(loop, "iter", None)
         current = scope.parent(current)
     return False
 
@@ -418,7 +461,7 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
             order, update, score = _classify(updates, scores,
                                              lambda loop, scope=scope: _is_epoch_loop(analysis, scope, loop))
-            sources = _local_sources(scope)
+            sources = _local_sources(scope, set(analysis.index.classes), set(analysis.index.by_name))
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
                                            _delta_names(scope, sources, analysis), via,
                                            _trains_local_modules_only(scope, sources, analysis))
@@ -439,12 +482,21 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
                 results[trainer].order = "score-first"
                 results[trainer].score = callers[0].score
                 changed = True
+    # A closure that only trains is part of the function that defines and calls it: that
+    # function's adaptation (its loops, its scores, its optimizer's tensors) is the verdict.
+    for name, trainer in trainers.items():
+        closure = trainer.parent is not None and trainer.parent.qualname != "<module>"
+        if closure and trainer in results and any(a.via_call == name and a.function is trainer.parent
+                                                  for a in results.values()):
+            del results[trainer]
     return list(results.values())
 
 
 def _may_train_on_val(analysis: Analysis, function: Function) -> bool:
     """Cheap ast pre-check before parsing with libcst: a step whose loss carries val data."""
-    if not analysis.taint.of(function, VAL):
+    enclosing = function.parent
+    if not analysis.taint.of(function, VAL) and not (
+            enclosing is not None and enclosing.qualname != "<module>" and analysis.taint.of(enclosing, VAL)):
         return False
     for node in own_nodes(function):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):

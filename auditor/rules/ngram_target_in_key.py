@@ -48,7 +48,7 @@ class NgramTargetInKey(Rule):
             parts = None
             if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitXor):
                 parts = [node.left, node.right]
-            elif isinstance(node, cst.Call) and re.search(r"(?i)hash", full_name(node.func)):
+            elif isinstance(node, cst.Call) and _library_hash(analysis, node):
                 parts = [a.value for a in node.args] if len(node.args) >= 2 else None
             elif isinstance(node, cst.Subscript) and isinstance(node.slice[0].slice, cst.Index):
                 key = node.slice[0].slice.value
@@ -125,6 +125,15 @@ if __name__ == "__main__":
 
 
 RULE = NgramTargetInKey()
+
+
+def _library_hash(analysis, node) -> bool:
+    """`hash(...)`, `hashlib.*`, `xxhash.*`: a library's hash (the submission's own hashing
+    helpers are analyzed inside, where their XORs are)."""
+    name = full_name(node.func)
+    if "hash" not in name.lower():
+        return False
+    return not analysis.index.resolve(name.rsplit(".", 1)[-1])
 
 
 def _reads_name(scope, node, names: set[str]) -> bool:

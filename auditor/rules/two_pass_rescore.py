@@ -16,7 +16,7 @@ import libcst as cst
 from auditor.analysis.flow import VAL
 from auditor.analysis.index import call_name, own_nodes
 from auditor.rules._adaptation import adaptations
-from auditor.rules._patterns import full_name, leaves
+from auditor.rules._patterns import full_name
 from auditor.rules.base import Hit, Rule, where
 
 # In-place writes into a table (a count cache, a probability store).
@@ -103,24 +103,27 @@ class TwoPassRescore(Rule):
             yield from self._second_pass_in(analysis, analysis.scope(function), writers)
 
     def _second_pass_in(self, analysis, scope, writers):
-        from auditor.rules._adaptation import _accumulating_helpers, _context, _score_event
-
         function = scope.function
-        score_names = analysis.score.of(function)
-        accumulating = _accumulating_helpers(analysis)
-        inserts, scores = [], []
+        inserts, scores = _pass_events(self, analysis, scope, writers)
+        # A closure called here (a loop body moved into a helper) does its work at the call.
         for node in scope.walk():
-            if self._insert(analysis, scope, node, writers):
-                inserts.append((scope.lines(node)[0], _context(node, scope)[0], node))
-            elif _score_event(node, scope, score_names, accumulating, analysis):
-                scores.append((scope.lines(node)[0], _context(node, scope)[0], node))
-        for insert_line, insert_loops, insert in inserts:
+            if not isinstance(node, cst.Call):
+                continue
+            for closure in analysis.index.resolve(_leaf(full_name(node.func))):
+                if closure.parent is not function:
+                    continue
+                inner_inserts, inner_scores = _pass_events(self, analysis, analysis.scope(closure), writers)
+                at = (scope.lines(node)[0], _loops_of(node, scope), node)
+                if inner_inserts:
+                    inserts.append(at + (_table_of(inner_inserts[0][2]),))
+                if inner_scores:
+                    scores.append(at + (analysis.text_of(closure),))
+        for insert_line, insert_loops, insert, table in inserts:
             before = [s for s in scores if s[0] < insert_line or _shares_loop(s[1], insert_loops)]
             after = [s for s in scores if s[0] > insert_line and not _shares_loop(s[1], insert_loops)]
-            table = _table_of(insert)
             # the later pass reads what was filled: the table, or the object whose method filled it
-            reads = bool(table) and any(table in _names_in(scope.code(loops[-1] if loops else node))
-                                        for _, loops, node in after)
+            reads = bool(table) and any(table in _names_in(scope.code(loops[-1] if loops else node) + "\n" + code)
+                                        for _, loops, node, code in after)
             if after and (before or reads):
                 line = after[0][0]
                 yield self.hit(scope, after[0][2],
@@ -226,6 +229,31 @@ def _copies_model(analysis, function) -> bool:
 
 
 RULE = TwoPassRescore()
+
+
+def _pass_events(rule, analysis, scope, writers):
+    """(inserts, scores) of one function: (line, enclosing loops, node, table or code)."""
+    from auditor.rules._adaptation import _accumulating_helpers, _score_event
+
+    score_names = analysis.score.of(scope.function)
+    accumulating = _accumulating_helpers(analysis)
+    inserts, scores = [], []
+    for node in scope.walk():
+        if rule._insert(analysis, scope, node, writers):
+            inserts.append((scope.lines(node)[0], _loops_of(node, scope), node, _table_of(node)))
+        elif _score_event(node, scope, score_names, accumulating, analysis):
+            scores.append((scope.lines(node)[0], _loops_of(node, scope), node, ""))
+    return inserts, scores
+
+
+def _loops_of(node, scope):
+    from auditor.rules._adaptation import _context
+
+    return _context(node, scope)[0]
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
 
 
 def _shares_loop(loops_a, loops_b) -> bool:
