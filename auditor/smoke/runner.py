@@ -412,12 +412,15 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
     text = strip_entry_calls(text, discovery.entry_calls)
     tool = _sandbox_tool() if options.sandbox else None
     if options.sandbox and tool is None:
-        raise SandboxUnavailable(NO_SANDBOX_MESSAGE)
+        from auditor.sandbox import SKIPPED
+
+        raise SandboxUnavailable(NO_SANDBOX_MESSAGE + (f" ({'; '.join(SKIPPED)})" if SKIPPED else ""))
     computed = {"code_bytes": code_bytes, "script_sha256": _sha256(script)}
     held_back = sorted(name for name in env if not allowed_setting_name(name))
     if held_back:
         notes = notes + [f"not passed to the child: {', '.join(held_back)} (loader/interpreter settings)"]
     record_files, copy_notes = _record_files(submission.root, script, submission.is_record_folder)
+    computed["python_files_sha256"] = {rel: _sha256(host) for host, rel in record_files[:200] if rel.endswith(".py")}
     notes = notes + copy_notes
     run_dir = Path(tempfile.mkdtemp(prefix="auditor-smoke-"))
     try:
@@ -463,7 +466,7 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
     )
 
 
-NO_SANDBOX_MESSAGE = ("refusing to run the submission's code without a sandbox: no working bubblewrap (bwrap) here. "
+NO_SANDBOX_MESSAGE = ("refusing to run the submission's code without a sandbox: no working bubblewrap (bwrap >= 0.8) here. "
                       "Install it (Debian/Ubuntu: apt-get install bubblewrap; without root: pip install "
                       "'auditor[sandbox]') or pass --no-sandbox to run it unconfined at your own risk")
 

@@ -150,8 +150,6 @@ def run_child(spec: dict, run_dir: Path, env: dict[str, str], limits: Limits,
             if result is None:
                 notes.append("result on the channel was not a JSON object: ignored")
     stopped_by = outcome.stopped_by
-    if stopped_by is None and outcome.returncode in (-9,) and result is None and outcome.seconds >= limits.cpu_seconds:
-        stopped_by = "cpu"
     return ChildOutcome(
         result=result,
         returncode=outcome.returncode,
