@@ -314,3 +314,10 @@ def test_long_finding_links_its_whole_span_and_shows_five_lines():
     assert lines[0].startswith("> 3 | line_3") and lines[-1].startswith("> 7 | line_7")
     assert "(lines 3-7 of 3-12 shown)" in md
     assert "Claims (submission.json, README table, logs) were not checked." in md
+
+
+def test_a_finding_in_a_sibling_script_cites_that_file(tmp_path):
+    context = ReviewContext(github_repo="o/r", sha=SHA, root=str(FIXTURES.parent.parent))
+    md = review_folder(FIXTURES / "record_val_copied", context=context, use_cache=False).markdown
+    assert re.search(r"\[`fixtures/classify/record_val_copied/prepare_data\.py:\d+`\]\(https://github\.com/o/r/blob/"
+                     + SHA + r"/fixtures/classify/record_val_copied/prepare_data\.py#L\d+\)", md)

@@ -85,10 +85,14 @@ def classify_view(result: Any) -> ClassifyView:
     for raw in data.get("findings", []) or []:
         message = str(raw.get("message", ""))
         path = raw.get("path")
+        main_dir = PurePosixPath(Path(main_path).parent.as_posix())
         if not path:
             # Before findings carried their own path, a sibling file was named in the message.
             match = _OTHER_FILE.match(message)
             path = str(Path(main_path).parent / match.group(1)) if match else main_path
+        elif (not PurePosixPath(path).is_absolute() and str(main_dir) != "."
+              and not str(path).startswith(str(main_dir) + "/")):
+            path = str(Path(main_path).parent / path)  # a sibling named relative to the folder
         line = int(raw.get("line") or raw.get("start_line") or 0)
         end_line = int(raw.get("end_line") or line)
         extras = raw.get("extras") or {}
