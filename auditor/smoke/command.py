@@ -30,6 +30,8 @@ def smoke(
     memory_gb: Annotated[float, typer.Option("--memory-gb", help="Address-space limit of the child, GiB.")] = 8.0,
     cpu_seconds: Annotated[int, typer.Option("--cpu-seconds", help="CPU-time limit of the child, seconds.")] = 120,
     timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit per submission, seconds.")] = 120.0,
+    no_sandbox: Annotated[bool, typer.Option("--no-sandbox", help="Run the code WITHOUT bubblewrap "
+                                                                  "(unsafe).")] = False,
 ) -> None:
     """Import a submission on CPU in a sandbox and build its model."""
     from auditor.findings import exit_code
@@ -42,7 +44,17 @@ def smoke(
         env=_parse_env(env or []),
         forward=forward,
         limits=Limits(memory_bytes=int(memory_gb * GIB), cpu_seconds=cpu_seconds, wall_seconds=timeout),
+        sandbox=not no_sandbox,
     )
+    if no_sandbox:
+        typer.echo("WARNING: --no-sandbox: the submissions' code runs with your user's files, network and "
+                   "processes in reach (only rlimits and a scrubbed environment)", err=True)
+    else:
+        from auditor.smoke.runner import NO_SANDBOX_MESSAGE, sandbox_tool
+
+        if sandbox_tool() is None:  # refuse before running anything (exit 2: cannot run as asked)
+            typer.echo(f"error: {NO_SANDBOX_MESSAGE}", err=True)
+            raise typer.Exit(2)
     results = smoke_paths(paths, options)
     if format == OutputFormat.json:
         from auditor.report.json import results_json

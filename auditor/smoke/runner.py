@@ -410,7 +410,7 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
 
     discovery = discover_model(tree)
     text = strip_entry_calls(text, discovery.entry_calls)
-    tool = _sandbox_tool() if options.sandbox else None
+    tool = sandbox_tool() if options.sandbox else None
     if options.sandbox and tool is None:
         from auditor.sandbox import SKIPPED
 
@@ -473,7 +473,8 @@ NO_SANDBOX_MESSAGE = ("refusing to run the submission's code without a sandbox: 
 _TOOL: list = []
 
 
-def _sandbox_tool() -> SandboxTool | None:
+def sandbox_tool() -> SandboxTool | None:
+    """The bwrap smoke uses (found once per process), or None."""
     if not _TOOL:
         _TOOL.append(find_bwrap())
     return _TOOL[0]
