@@ -1,0 +1,129 @@
+"""One house: one Finding and one exit_code in the package, no regex over finding
+messages, each submission file read once per command run, dormancy typed."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from auditor.claims.checks import check_claims
+from auditor.classify.runner import classify_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "auditor"
+ILLEGAL = (ROOT / "fixtures" / "classify" / "ttt_pre_eval.py").read_text()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _record(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "train_gpt.py").write_text("import helper\n" + ILLEGAL)
+    (folder / "helper.py").write_text("def helper():\n    return 1\n")
+    (folder / "prep_data.py").write_text("import shutil\nshutil.copy('a', 'b')\n")
+    (folder / "README.md").write_text("# r\n\n```bash\nTTT=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n")
+    (folder / "submission.json").write_text(json.dumps({"val_bpb": 1.2, "seeds": [1]}))
+    (folder / "train_seed1.log").write_text("Code size: 100 bytes\nseed: 1\nstep:1/1 val_loss:2.0 val_bpb:1.2\n"
+                                           "final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n")
+    (folder / "train_seed2.log").write_text("seed: 2\nfinal_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.2\n")
+    return folder
+
+
+@pytest.fixture
+def opens(monkeypatch):
+    """Every open of a file, by path (os.open and the builtin open, which pathlib uses)."""
+    counted: collections.Counter = collections.Counter()
+    real_os_open, real_open = os.open, builtins.open
+
+    def os_open(path, *args, **kwargs):
+        counted[os.path.abspath(path)] += 1
+        return real_os_open(path, *args, **kwargs)
+
+    def py_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)):
+            counted[os.path.abspath(file)] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", py_open)
+    monkeypatch.setattr(io, "open", py_open)
+    return counted
+
+
+def _in(folder: Path, counted) -> dict[str, int]:
+    return {Path(p).name: n for p, n in counted.items() if Path(p).parent == folder.resolve()}
+
+
+def test_classify_reads_each_file_once_with_the_cache_on(tmp_path, opens):
+    record = _record(tmp_path / "rec")
+    opens.clear()  # writing the fixture opened each file once
+    [result] = classify_paths([record])  # one path: in this process, through the cache
+    assert result.verdict == "flag"
+    counts = _in(record, opens)
+    assert set(counts) == {"train_gpt.py", "helper.py", "prep_data.py", "README.md", "submission.json",
+                           "train_seed1.log", "train_seed2.log"}
+    assert set(counts.values()) == {1}, counts
+
+
+def test_claims_reads_each_file_once(tmp_path, opens):
+    record = _record(tmp_path / "rec")
+    opens.clear()
+    result = check_claims(record)
+    assert result.error is None
+    counts = _in(record, opens)
+    assert {"README.md", "submission.json", "train_seed1.log", "train_seed2.log", "train_gpt.py"} <= set(counts)
+    assert set(counts.values()) == {1}, counts
+
+
+def _package_sources() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): p.read_text() for p in PACKAGE.rglob("*.py")}
+
+
+def test_one_finding_class_and_one_exit_code():
+    sources = _package_sources()
+    finding_classes = [p for p, text in sources.items() if re.search(r"^class \w*Finding\b", text, re.M)]
+    exit_codes = [p for p, text in sources.items() if re.search(r"^def exit_code\b", text, re.M)]
+    assert finding_classes == ["auditor/findings.py"]
+    assert exit_codes == ["auditor/findings.py"]
+
+
+def test_no_regex_over_finding_messages():
+    """Nothing decides or renders by searching a finding's message."""
+    for path, text in _package_sources().items():
+        assert not re.search(r"(search|match|findall)\([^)]*\.message\b", text), path
+        assert not re.search(r"in (f|finding)\.message\b", text), path
+
+
+@pytest.mark.parametrize("kind,message,promoted", [
+    ("flag-off", "TTT pass [dormant: `h.ttt` is false (TTT_ENABLED=0 default)]", True),
+    ("flag-off", "TTT pass, reworded without the words the old code searched for", True),
+    ("not-called", "TTT pass [dormant: `x` is false (y)]", False),
+    ("early-return", "TTT pass", False),
+])
+def test_declared_feature_promotion_reads_the_typed_dormancy(tmp_path, kind, message, promoted):
+    """With no run command or log, a feature submission.json names counts as run when its
+    code is behind a setting that is off: decided from Dormancy.kind, whatever the message says."""
+    from auditor.classify.evidence import promote_declared_features
+    from auditor.findings import Dormancy, Finding
+    from auditor.submission import load_submission
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    (folder / "train_gpt.py").write_text("print(1)\n")
+    (folder / "submission.json").write_text(json.dumps({"name": "TTT record", "val_bpb": 1.1}))
+    finding = Finding("ttt-train-before-score", "dormant", message, path="train_gpt.py", line=3, end_line=3,
+                      dormancy=Dormancy(kind, "why"))
+    findings = {("ttt-train-before-score", 3): finding}
+    promote_declared_features(load_submission(folder), findings)
+    after = findings[("ttt-train-before-score", 3)]
+    assert (after.severity, after.counted_as_run is not None) == (("violation", True) if promoted else ("dormant", False))
