@@ -22,6 +22,7 @@ from auditor.source import SourceError, read_bytes_checked
 from auditor.submission import MAX_LOG_BYTES, Submission
 
 SCHEMA = 2
+MAX_ENTRY_BYTES = 20_000_000  # a result is a few KB; anything near this is not ours
 
 
 def cache_dir() -> Path:
@@ -67,7 +68,7 @@ def read_entry(key: str) -> ClassifyResult | None:
     """The cached result for `key`, or None when there is none or it is not a valid entry."""
     entry = cache_dir() / f"{key}.json"
     try:
-        data = json.loads(read_bytes_checked(entry, 50_000_000))
+        data = json.loads(read_bytes_checked(entry, MAX_ENTRY_BYTES))
         if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("key") != key:
             return None
         return ClassifyResult.from_json(data["result"])
