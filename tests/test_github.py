@@ -14,13 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import auditor.report
-
-if not hasattr(auditor.report, "__path__"):  # TEMPORARY until auditor/report/ is a package (issue 8)
-    auditor.report.__path__ = [auditor.report.__file__[:-3]]
-
-from auditor.report.markdown import MARKER  # noqa: E402
-from auditor.review.github import GitHubClient, GitHubError, Pacer, post_review  # noqa: E402
+from auditor.report.markdown import MARKER
+from auditor.review.github import GitHubClient, GitHubError, Pacer, post_review
 
 TOKEN = "ghp_testTOKEN_0123456789abcdefSECRET"
 REPO = "octo/golf"

@@ -14,17 +14,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import auditor.report
-
-if not hasattr(auditor.report, "__path__"):  # TEMPORARY until auditor/report/ is a package (issue 8)
-    auditor.report.__path__ = [auditor.report.__file__[:-3]]
-
-from auditor.report.markdown import MARKER, ReviewContext, code_span, fenced, inline  # noqa: E402
-from auditor.review.batch import review_all_prs  # noqa: E402
-from auditor.review.command import review  # noqa: E402
-from auditor.review.results import rule_doc  # noqa: E402
-from auditor.review.run import review_folder, review_pr  # noqa: E402
-from auditor.review.store import ReviewStore, export_csv, export_json  # noqa: E402
+import auditor
+from auditor.report.markdown import MARKER, ReviewContext, code_span, fenced, inline
+from auditor.review.batch import review_all_prs
+from auditor.review.command import review
+from auditor.review.results import rule_doc
+from auditor.review.run import review_folder, review_pr
+from auditor.review.store import ReviewStore, export_csv, export_json
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "classify"
 FLAGGED = FIXTURES / "record_ngram_enabled"
@@ -32,12 +28,17 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 NOT_A_RULING = re.compile(r"Automated review by auditor \d+\.\d+\.\d+; not a maintainer ruling")
 
 
-def fenced_blocks(markdown: str) -> list[tuple[str, list[str]]]:
-    """(fence, lines) of every fenced code block, closed by the same fence."""
+def fenced_blocks(markdown: str, language: str = "python") -> list[tuple[str, list[str]]]:
+    """(fence, lines) of every fenced code block in `language`, closed by the same fence."""
     blocks, lines, i = [], markdown.splitlines(), 0
     while i < len(lines):
-        opening = re.match(r"^(`{3,})", lines[i])
-        if opening:
+        opening = re.match(r"^(`{3,})(\w*)", lines[i])
+        if opening and opening.group(2) != language:
+            fence = opening.group(1)
+            i += 1
+            while i < len(lines) and lines[i].rstrip() != fence:
+                i += 1
+        elif opening:
             fence = opening.group(1)
             j = i + 1
             while j < len(lines) and lines[j].rstrip() != fence:
@@ -65,9 +66,12 @@ def test_flagged_review_cites_the_line_with_a_permalink_excerpt_rule_and_ruling(
     assert "claimed val_bpb **1.0**" in md
     assert NOT_A_RULING.search(md)
     # The rule's explanation is the rule's own doc text, and the ruling's numbers are listed.
-    doc = rule_doc("ngram-target-in-key")
-    assert doc.text.startswith("ngram-target-in-key: an eval-time n-gram cache")
-    assert doc.text in md
+    from auditor.cli import app
+
+    printed = CliRunner().invoke(app, ["rules", "ngram-target-in-key"]).output.rstrip("\n")
+    assert printed.startswith("# ngram-target-in-key")
+    assert "```text\n" + printed + "\n```" in md
+    assert rule_doc("ngram-target-in-key").summary in md
     assert "Issue #1017; PRs #779, #688" in md
     blocks = fenced_blocks(md)
     assert len(blocks) == 2  # one excerpt per violation

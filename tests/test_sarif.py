@@ -14,14 +14,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-import auditor.report
-
-if not hasattr(auditor.report, "__path__"):  # TEMPORARY until auditor/report/ is a package (issue 8)
-    auditor.report.__path__ = [auditor.report.__file__[:-3]]
-
-from auditor.classify import classify_paths  # noqa: E402
-from auditor.report.sarif import classify_sarif  # noqa: E402
-from auditor.rules import rule_ids  # noqa: E402
+import auditor
+from auditor.classify import classify_paths
+from auditor.report.sarif import classify_sarif
+from auditor.rules import rule_ids
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "classify"
 

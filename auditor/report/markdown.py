@@ -194,7 +194,7 @@ def _violation(index: int, finding: FindingView, context: ReviewContext) -> list
     out += [
         f"<details><summary>Rule <code>{finding.rule}</code>: {inline(doc.summary)}</summary>",
         "",
-        doc.text,
+        fenced(doc.text, "text"),  # verbatim, as `auditor rules ID` prints it
         "",
         "</details>",
         "",

@@ -34,7 +34,7 @@ def _rule_entry(rule_id: str) -> dict:
         "id": rule_id,
         "name": "".join(part.capitalize() for part in rule_id.split("-")),
         "shortDescription": {"text": doc.summary or rule_id},
-        "fullDescription": {"text": " ".join(doc.text.split()) or rule_id},
+        "fullDescription": {"text": " ".join(f"{doc.summary} {doc.ruling}".split()) or rule_id},
         "help": {"text": doc.text or rule_id, "markdown": doc.text or rule_id},
         "helpUri": INFORMATION_URI,
         "defaultConfiguration": {"level": "note" if legal_pattern else "error"},

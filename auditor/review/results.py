@@ -288,8 +288,9 @@ def reproduce_view(report: dict | None, source: str = "") -> ReproduceView | Non
 @dataclass(frozen=True)
 class RuleDoc:
     id: str
-    summary: str  # the first line, after "id: "
+    summary: str  # what it flags, one sentence
     text: str  # the whole doc, as `auditor rules ID` prints it
+    ruling: str  # the ruling paragraph: Issue/PR numbers and why
     issues: tuple[int, ...]  # Issue numbers the ruling cites
     prs: tuple[str, ...]  # PR numbers (or ranges) the ruling cites
 
@@ -304,24 +305,24 @@ def _module_doc(rule_id: str) -> str:
     return ""
 
 
-def _doc_text(rule_id: str) -> str:
-    """The text `auditor rules ID` prints (auditor.rules.docs), else the rule module's docstring."""
+def _doc_text(rule_id: str) -> tuple[str, str, str]:
+    """(what it flags, the ruling paragraph, the text `auditor rules ID` prints).
+
+    From auditor.rules._docs and the text renderer; the rule module's docstring when those
+    are not there (or do not know the id).
+    """
     try:
-        from auditor.rules import docs  # type: ignore[attr-defined]
-    except ImportError:
-        docs = None
-    if docs is not None:
-        for name in ("rule_doc", "doc_for", "rule_text", "render_rule"):
-            getter = getattr(docs, name, None)
-            if callable(getter):
-                try:
-                    value = getter(rule_id)
-                except Exception:  # an unknown id or a changed signature: use the docstring
-                    continue
-                text = getattr(value, "text", value)
-                if isinstance(text, str) and text.strip():
-                    return text.strip()
-    return _module_doc(rule_id)
+        from auditor.report.text import rule_text
+        from auditor.rules._docs import rule_doc as house_rule_doc
+
+        doc = house_rule_doc(rule_id)
+        return doc.flags, doc.ruling, rule_text(doc)
+    except (ImportError, KeyError, AttributeError):
+        text = _module_doc(rule_id)
+        first = text.splitlines()[0] if text else rule_id
+        flags = first.split(":", 1)[1].strip() if first.startswith(rule_id + ":") else first
+        start = text.find("Ruling:")
+        return flags, text[start:] if start >= 0 else "", text
 
 
 _ISSUE = re.compile(r"Issue #(\d+)")
@@ -329,10 +330,8 @@ _NUMBER = re.compile(r"(?<![\w.#-])(\d{2,5}(?:-\d{2,5})?)(?!\w|\.\d|\s*(?:s\b|PR
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _rulings(text: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Issue and PR numbers from the 'Ruling:' paragraph of a rule's doc."""
-    start = text.find("Ruling:")
-    ruling = text[start:] if start >= 0 else ""
+def _rulings(ruling: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Issue and PR numbers cited by a rule's ruling paragraph."""
     ruling = _DATE.sub(" ", ruling)
     issues = tuple(dict.fromkeys(int(n) for n in _ISSUE.findall(ruling)))
     without_issues = _ISSUE.sub(" ", ruling).replace("600 s", " ").replace("600s", " ")
@@ -342,11 +341,9 @@ def _rulings(text: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
 
 @lru_cache(maxsize=None)
 def rule_doc(rule_id: str) -> RuleDoc:
-    text = _doc_text(rule_id)
-    first = text.splitlines()[0] if text else rule_id
-    summary = first.split(":", 1)[1].strip() if first.startswith(rule_id + ":") else first
-    issues, prs = _rulings(text)
-    return RuleDoc(rule_id, summary, text, issues, prs)
+    flags, ruling, text = _doc_text(rule_id)
+    issues, prs = _rulings(ruling)
+    return RuleDoc(rule_id, flags or rule_id, text, " ".join(ruling.split()), issues, prs)
 
 
 def all_rule_ids() -> list[str]:
