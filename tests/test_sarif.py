@@ -102,3 +102,17 @@ def test_fingerprints_survive_a_line_shift(tmp_path):
     assert prints_before  # the fixture is flagged
     assert all(lines_after[rule] == lines_before[rule] + 3 for rule in lines_before)
     assert prints_after == prints_before
+
+
+def test_classify_format_sarif_on_the_command_line(validator, monkeypatch):
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+
+    monkeypatch.chdir(FIXTURES.parent.parent)  # paths relative to the repository root
+    result = CliRunner().invoke(app, ["classify", "-f", "sarif", "--no-cache", "fixtures/classify/record_ngram_enabled"])
+    assert result.exit_code == 1  # flagged
+    document = json.loads(result.output)
+    assert list(validator.iter_errors(document)) == []
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in document["runs"][0]["results"]}
+    assert uris == {"fixtures/classify/record_ngram_enabled/train_gpt.py"}
