@@ -234,7 +234,7 @@ def _claims_table(claims: ClaimsView) -> list[str]:
 
 def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None, reproduce: ReproduceView | None) -> str:
     bpb = claims.claimed_bpb if claims is not None and claims.claimed_bpb else None
-    claimed = f"claimed val_bpb **{inline(bpb)}**" if bpb else "claimed val_bpb: not stated in submission.json"
+    claimed = f"claimed val_bpb **{inline(bpb)}**" if bpb else "claimed val_bpb: none found in submission.json"
     if verdict == "flag":
         parts = []
         if classify.violations:

@@ -70,10 +70,11 @@ def review(
         _fail("--post needs --pr N")
 
     from auditor.review.run import ReviewInputError, review_folder, review_pr
-    from auditor.review.source import SourceUnavailable
+    from auditor.review.source import SourceUnavailable, check_repo
 
     try:
         if repo_dir is not None:
+            check_repo(repo_dir)
             outcome = review_pr(repo_dir, pr, github_repo=github_repo, smoke=smoke,
                                 reproduce_report=reproduce_report, use_cache=not no_cache)
         else:
@@ -98,6 +99,8 @@ def review(
     else:
         typer.echo(outcome.markdown)
     verdict = outcome.summary["verdict"]
+    if verdict == "error":  # 2 for input that cannot be analysed, 3 for a bug of ours
+        raise typer.Exit(3 if (outcome.classify or {}).get("error_kind") == "internal" else 2)
     raise typer.Exit({"clean": 0, "flag": 1, "no-record": 0}.get(verdict, 2))
 
 
@@ -159,10 +162,13 @@ def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str],
         report = review_all_prs(repo_dir, store, jobs=jobs, smoke=smoke, github_repo=github_repo,
                                 use_cache=not no_cache, refresh=refresh, on_review=on_review)
         rows = store.summary(__version__, pr_heads(repo_dir))
-        if export_csv:
-            write_csv(rows, export_csv)
-        if export_json:
-            write_json(rows, export_json)
+        for target, write in ((export_csv, write_csv), (export_json, write_json)):
+            if target is None:
+                continue
+            try:
+                write(rows, target)
+            except OSError as exc:
+                _fail(f"cannot write {target}: {exc.strerror or exc}")
     verdicts = ", ".join(f"{name} {count}" for name, count in sorted(report.verdicts.items()))
     typer.echo(f"{report.heads} PR heads: {report.reviewed} reviewed, {report.reused} already in {db_path}; "
                f"{report.errors} error(s) in this run; {report.seconds:.1f}s; verdicts: {verdicts or 'none'}")

@@ -51,7 +51,10 @@ def _git(repo_dir: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
 def check_repo(repo_dir: Path) -> None:
     if not Path(repo_dir).exists():
         raise SourceUnavailable(f"{repo_dir} does not exist")
-    _git(Path(repo_dir), "rev-parse", "--git-dir")
+    try:
+        _git(Path(repo_dir), "rev-parse", "--git-dir")
+    except SourceUnavailable:
+        raise SourceUnavailable(f"{repo_dir} is not a git repository") from None
 
 
 def pr_heads(repo_dir: Path) -> dict[int, str]:
