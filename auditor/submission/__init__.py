@@ -71,9 +71,9 @@ class Submission:
 
         try:
             data = self.read_submission_json()
-        except SourceError:
+            return None if data is None else parse_claims(data, self.submission_json.name)
+        except (SourceError, TypeError, ValueError, AttributeError):  # a shape parse_claims does not know
             return None
-        return None if data is None else parse_claims(data, self.submission_json.name)
 
     def read_log(self, path: Path) -> bytes:
         with self.reading():
