@@ -325,3 +325,23 @@ def test_a_finding_in_a_sibling_script_cites_that_file(tmp_path):
     md = review_folder(FIXTURES / "record_val_copied", context=context, use_cache=False).markdown
     assert re.search(r"\[`fixtures/classify/record_val_copied/prepare_data\.py:\d+`\]\(https://github\.com/o/r/blob/"
                      + SHA + r"/fixtures/classify/record_val_copied/prepare_data\.py#L\d+\)", md)
+
+
+def test_all_prs_on_the_command_line_exports_and_reuses_the_database(bare_clone, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
+    app = typer.Typer()
+    app.command()(review)
+    app.command("other")(lambda: None)
+    args = ["review", "--repo-dir", str(bare_clone), "--all-prs", "--jobs", "1", "--db", str(tmp_path / "db.sqlite3"),
+            "--export-csv", str(tmp_path / "prs.csv"), "--export-json", str(tmp_path / "prs.json")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "2 PR heads: 2 reviewed, 0 already in" in first.output
+    assert "verdicts: clean 1, flag 1" in first.output
+    assert "[##############################] 2/2 PRs" in first.output  # the progress bar (stderr)
+    second = CliRunner().invoke(app, args)
+    assert "2 PR heads: 0 reviewed, 2 already in" in second.output
+    reviews = json.loads((tmp_path / "prs.json").read_text())["reviews"]
+    assert [(r["pr"], r["verdict"], r["claimed_bpb"]) for r in reviews] == [(1, "flag", "0.5"), (2, "clean", "1.2")]
+    unwritable = CliRunner().invoke(app, args[:-2] + ["--export-json", str(tmp_path / "no" / "such" / "dir.json")])
+    assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
