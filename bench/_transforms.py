@@ -28,6 +28,7 @@ already occurs in the folder. `transform_folder` applies one transform to a fold
 
 from __future__ import annotations
 
+import ast
 import builtins
 import functools
 import keyword
@@ -40,7 +41,6 @@ from pathlib import Path
 from typing import Callable
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, ScopeProvider, GlobalScope
 
 Files = dict[str, str]
 
@@ -52,14 +52,38 @@ class TransformError(Exception):
 # --- shared helpers -------------------------------------------------------------------------
 
 
-def parse_files(files: Files) -> dict[str, cst.Module]:
-    modules = {}
-    for path, text in files.items():
+_PARSED: dict[str, cst.Module] = {}
+_PARSED_AST: dict[str, ast.Module] = {}
+
+
+def _parse_one(path: str, text: str) -> cst.Module:
+    """libcst trees are immutable: one parse serves every transform of a folder."""
+    if text not in _PARSED:
+        if len(_PARSED) > 16:
+            _PARSED.clear()
         try:
-            modules[path] = cst.parse_module(text)
+            _PARSED[text] = cst.parse_module(text)
         except (cst.ParserSyntaxError, RecursionError, ValueError) as exc:
             raise TransformError(f"{path}: libcst cannot parse it: {str(exc).splitlines()[0][:200]}") from None
-    return modules
+    return _PARSED[text]
+
+
+def parse_files(files: Files) -> dict[str, cst.Module]:
+    return {path: _parse_one(path, text) for path, text in files.items()}
+
+
+def ast_files(files: Files) -> dict[str, ast.Module]:
+    out = {}
+    for path, text in files.items():
+        if text not in _PARSED_AST:
+            if len(_PARSED_AST) > 16:
+                _PARSED_AST.clear()
+            try:
+                _PARSED_AST[text] = ast.parse(text)
+            except (SyntaxError, ValueError, RecursionError) as exc:
+                raise TransformError(f"{path}: not valid Python: {exc}") from None
+        out[path] = _PARSED_AST[text]
+    return out
 
 
 def module_names(files: Files) -> set[str]:
@@ -91,16 +115,15 @@ def chain_root(node: cst.BaseExpression) -> cst.Name | None:
             return None
 
 
-def all_identifiers(modules: dict[str, cst.Module]) -> set[str]:
+def all_identifiers(files: Files) -> set[str]:
+    """Every word of the sources (a superset of the identifiers): new names avoid them all."""
     seen: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            seen.add(node.value)
-
-    for module in modules.values():
-        module.visit(Names())
+    for text in files.values():
+        seen.update(_WORD.findall(text))
     return seen
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class NameMaker:
@@ -225,151 +248,165 @@ class Inventory:
     plain_strings: set[str] = field(default_factory=set)  # identifier-shaped plain string literals
 
 
-class Collector(cst.CSTVisitor):
+def _dotted_ast(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted_ast(node.value)
+        return f"{head}.{node.attr}" if head else None
+    return None
+
+
+def _root_ast(node: ast.expr) -> str | None:
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        else:
+            return None
+
+
+class Collector(ast.NodeVisitor):
+    """What a module defines, imports and spells in strings (ast: fast on 100 kB scripts)."""
+
     def __init__(self, inv: Inventory):
         self.inv = inv
-        self.class_stack: list[str] = []
-        self.function_depth: list[int] = [0]
-
-    # scopes
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        inv = self.inv
-        inv.defined.add(node.name.value)
-        inv.classes.add(node.name.value)
-        if self.in_class_body():
-            inv.members.add(node.name.value)
-        inv.class_bases[node.name.value] = [dotted(a.value) or "" for a in node.bases]
-        # dataclass-like fields are its constructor's keywords
-        for stmt in node.body.body:
-            if isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                        inv.signatures[node.name.value].add(small.target.value)
-                        inv.params.add(small.target.value)
-        self.class_stack.append(node.name.value)
-        self.function_depth.append(0)
-
-    def leave_ClassDef(self, node: cst.ClassDef) -> None:
-        self.class_stack.pop()
-        self.function_depth.pop()
+        self.frames: list[str] = []  # "class:<name>" or "def"
+        self.fstring_parts: set[int] = set()
 
     def in_class_body(self) -> bool:
-        return bool(self.class_stack) and self.function_depth[-1] == 0
+        return bool(self.frames) and self.frames[-1].startswith("class:")
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+    def collect_imports(self, tree: ast.Module) -> None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    bound = alias.asname or alias.name.split(".")[0]
+                    if alias.name.split(".")[0] in self.inv.siblings:
+                        self.inv.sibling_aliases.add(bound)
+                    else:
+                        self.inv.imported.add(bound)
+            elif isinstance(node, ast.ImportFrom):
+                source = node.module or ""
+                sibling = source.split(".")[-1] in self.inv.siblings or (not source and node.level > 0)
+                for alias in node.names:
+                    if alias.name == "*":
+                        continue
+                    bound = alias.asname or alias.name
+                    if sibling:
+                        if alias.name in self.inv.siblings:
+                            self.inv.sibling_aliases.add(bound)
+                        elif alias.asname:
+                            self.inv.defined.add(bound)
+                    else:
+                        self.inv.imported.add(bound)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
         inv = self.inv
-        name = node.name.value
-        inv.defined.add(name)
-        inv.functions.add(name)
-        params = [p.name.value for p in (*node.params.params, *node.params.posonly_params, *node.params.kwonly_params)]
-        owner = name
+        inv.defined.add(node.name)
+        inv.classes.add(node.name)
         if self.in_class_body():
-            inv.members.add(name)
-            if name == "__init__":
-                owner = self.class_stack[-1]
-        inv.signatures[owner].update(params)
-        if isinstance(node.params.star_kwarg, cst.Param):
+            inv.members.add(node.name)
+        inv.class_bases[node.name] = [_dotted_ast(b) or "" for b in node.bases]
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                inv.signatures[node.name].add(stmt.target.id)
+                inv.params.add(stmt.target.id)
+        for deco in node.decorator_list:
+            self.visit(deco)
+        for base in (*node.bases, *node.keywords):
+            self.visit(base)
+        self.frames.append(f"class:{node.name}")
+        for stmt in node.body:
+            self.visit(stmt)
+        self.frames.pop()
+
+    def _function(self, node) -> None:
+        inv = self.inv
+        inv.defined.add(node.name)
+        inv.functions.add(node.name)
+        owner = node.name
+        if self.in_class_body():
+            inv.members.add(node.name)
+            if node.name == "__init__":
+                owner = self.frames[-1].split(":", 1)[1]
+        args = node.args
+        names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+        inv.signatures[owner].update(names)
+        if args.kwarg is not None:
             inv.open_signatures.add(owner)
-        self.function_depth[-1] += 1
+        for deco in node.decorator_list:
+            self.visit(deco)
+        self.visit(args)
+        if node.returns is not None:
+            self.visit(node.returns)
+        self.frames.append("def")
+        for stmt in node.body:
+            self.visit(stmt)
+        self.frames.pop()
 
-    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.function_depth[-1] -= 1
+    visit_FunctionDef = _function
+    visit_AsyncFunctionDef = _function
 
-    def visit_Param(self, node: cst.Param) -> None:
-        self.inv.defined.add(node.name.value)
-        self.inv.params.add(node.name.value)
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.frames.append("def")
+        self.generic_visit(node)
+        self.frames.pop()
 
-    # bindings
-    def bind_target(self, target: cst.BaseExpression) -> None:
-        for name in bound_names(target):
-            self.inv.defined.add(name)
+    def visit_arg(self, node: ast.arg) -> None:
+        self.inv.defined.add(node.arg)
+        self.inv.params.add(node.arg)
+        if node.annotation is not None:
+            self.visit(node.annotation)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if not isinstance(node.ctx, ast.Load):
+            self.inv.defined.add(node.id)
             if self.in_class_body():
-                self.inv.members.add(name)
-        for node in _attribute_targets(target):
-            root = chain_root(node.value)
-            if root is not None and root.value in self.inv.imported:
-                continue  # torch.backends.x = ... sets a library attribute
-            self.inv.members.add(node.attr.value)
+                self.inv.members.add(node.id)
 
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for target in node.targets:
-            self.bind_target(target.target)
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name:
+            self.inv.defined.add(node.name)
+        self.generic_visit(node)
 
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        self.bind_target(node.target)
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        root = _root_ast(node)
+        if isinstance(node.ctx, ast.Load):
+            if root is not None and root in self.inv.imported:
+                self.inv.library_chain_attrs.add(node.attr)
+        elif root is None or root not in self.inv.imported:
+            self.inv.members.add(node.attr)  # obj.x = ... on the submission's objects
+        else:
+            self.inv.library_chain_attrs.add(node.attr)  # torch.backends.x = ... sets a library attribute
+        self.generic_visit(node)
 
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self.bind_target(node.target)
-
-    def visit_For(self, node: cst.For) -> None:
-        self.bind_target(node.target)
-
-    def visit_CompFor(self, node: cst.CompFor) -> None:
-        self.bind_target(node.target)
-
-    def visit_WithItem(self, node: cst.WithItem) -> None:
-        if node.asname is not None:
-            self.bind_target(node.asname.name)
-
-    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
-        if node.name is not None:
-            self.bind_target(node.name.name)
-
-    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-        self.bind_target(node.target)
-
-    # imports
-    def visit_Import(self, node: cst.Import) -> None:
-        for alias in node.names:
-            full = dotted(alias.name) or ""
-            bound = alias.asname.name.value if alias.asname else full.split(".")[0]
-            if full.split(".")[0] in self.inv.siblings:
-                self.inv.sibling_aliases.add(bound)
-            else:
-                self.inv.imported.add(bound)
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        source = dotted(node.module) if node.module else ""
-        sibling = (source or "").split(".")[-1] in self.inv.siblings or (not source and node.relative)
-        if isinstance(node.names, cst.ImportStar):
-            return
-        for alias in node.names:
-            name = dotted(alias.name) or ""
-            bound = alias.asname.name.value if alias.asname else name
-            if sibling:
-                if name in self.inv.siblings:
-                    self.inv.sibling_aliases.add(bound)
-                elif alias.asname:
-                    self.inv.defined.add(bound)
-            else:
-                self.inv.imported.add(bound)
-
-    # reads through libraries, and strings
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        root = chain_root(node)
-        if root is not None and root.value in self.inv.imported:
-            self.inv.library_chain_attrs.add(node.attr.value)
-
-    def visit_Call(self, node: cst.Call) -> None:
-        func = dotted(node.func) or ""
+    def visit_Call(self, node: ast.Call) -> None:
+        func = _dotted_ast(node.func) or ""
         last = func.split(".")[-1]
         if last in _GETATTR_LIKE and len(node.args) >= 2:
-            self._spelled(node.args[1].value)
+            self._spelled(node.args[1])
         if last == "add_argument":
             for arg in node.args:
-                self._spelled(arg.value)
+                self._spelled(arg)
+        self.generic_visit(node)
 
-    def _spelled(self, expr: cst.BaseExpression) -> None:
-        if isinstance(expr, cst.SimpleString):
-            value = expr.evaluated_value
-            if isinstance(value, str):
-                self.inv.named_strings.add(value.lstrip("-").replace("-", "_"))
+    def _spelled(self, expr: ast.expr) -> None:
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            self.inv.named_strings.add(expr.value.lstrip("-").replace("-", "_"))
 
-    def visit_SimpleString(self, node: cst.SimpleString) -> None:
-        try:
-            value = node.evaluated_value
-        except Exception:  # noqa: BLE001 - odd escapes: nothing to learn from this string
-            return
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
+        for value in node.values:
+            if isinstance(value, ast.FormattedValue):
+                self.visit(value)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        value = node.value
         if not isinstance(value, str) or len(value) > 200 or any(c.isspace() for c in value):
             return
         if _TOKEN.fullmatch(value):
@@ -378,29 +415,16 @@ class Collector(cst.CSTVisitor):
         self.inv.pattern_tokens.update(t for t in _TOKEN.findall(value) if len(t) >= 3)
 
 
-def _attribute_targets(target: cst.BaseExpression) -> list[cst.Attribute]:
-    if isinstance(target, cst.Attribute):
-        return [target]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out = []
-        for element in target.elements:
-            out += _attribute_targets(element.value)
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _attribute_targets(target.value)
-    return []
-
-
 KEEP_ALWAYS = {"self", "cls", "_"}
 
 
-def rename_plan(modules: dict[str, cst.Module], siblings: set[str], keep: set[str], seed: int) -> tuple[Inventory, dict[str, str]]:
+def rename_plan(files: Files, siblings: set[str], keep: set[str], seed: int) -> tuple[Inventory, dict[str, str]]:
     inv = Inventory(siblings=siblings)
-    # imports first, so that attribute targets rooted at a library are known
-    for module in modules.values():
-        module.visit(_ImportsOnly(Collector(inv)))
-    for module in modules.values():
-        module.visit(Collector(inv))
+    trees = ast_files(files)
+    for tree in trees.values():  # imports first: attribute targets rooted at a library are known
+        Collector(inv).collect_imports(tree)
+    for tree in trees.values():
+        Collector(inv).visit(tree)
     protected = set(KEEP_ALWAYS) | set(dir(builtins)) | inv.imported | inv.sibling_aliases | siblings
     protected |= inv.named_strings | {k.lower() for k in keep} | set(keep)
     protected |= {n for n in inv.defined | inv.members if n.startswith("__") and n.endswith("__")}
@@ -413,23 +437,12 @@ def rename_plan(modules: dict[str, cst.Module], siblings: set[str], keep: set[st
             protected.add(attr)
     candidates = sorted((inv.defined | inv.members) - protected)
     random.Random(seed).shuffle(candidates)
-    maker = NameMaker(all_identifiers(modules))
+    maker = NameMaker(all_identifiers(files))
     plan = {}
     for name in candidates:
         prefix = "C" if name in inv.classes else "f" if name in inv.functions else "v"
         plan[name] = maker.make(prefix)
     return inv, plan
-
-
-class _ImportsOnly(cst.CSTVisitor):
-    def __init__(self, collector: Collector):
-        self.collector = collector
-
-    def visit_Import(self, node: cst.Import) -> None:
-        self.collector.visit_Import(node)
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        self.collector.visit_ImportFrom(node)
 
 
 class Renamer(cst.CSTTransformer):
@@ -558,7 +571,7 @@ def _names_in(node: cst.BaseExpression) -> list[cst.Name]:
 
 def rename(files: Files, keep: set[str] = frozenset(), seed: int = 0) -> Files:
     modules = parse_files(files)
-    inv, plan = rename_plan(modules, module_names(files), set(keep), seed)
+    inv, plan = rename_plan(files, module_names(files), set(keep), seed)
     return {path: module.visit(Renamer(inv, plan)).code for path, module in modules.items()}
 
 
@@ -574,7 +587,7 @@ class _Uses(cst.CSTVisitor):
         self.unsafe: list[str] = []
         self.depth = 0  # nested function/lambda/class/comprehension depth
         self.loop_depth = 0
-        self.scope_decls: set[str] = set()
+        self.declared: set[str] = set()  # global/nonlocal names of this scope
 
     def _nested(self, node) -> bool:
         self.depth += 1
@@ -676,9 +689,13 @@ class _Uses(cst.CSTVisitor):
 
     def visit_Global(self, node):
         self.unsafe.append("global")
+        if self.depth == 0:
+            self.declared.update(n.name.value for n in node.names)
 
     def visit_Nonlocal(self, node):
         self.unsafe.append("nonlocal")
+        if self.depth == 0:
+            self.declared.update(n.name.value for n in node.names)
 
     def visit_Del(self, node):
         if self.depth == 0:
@@ -690,11 +707,27 @@ class _Uses(cst.CSTVisitor):
             self.unsafe.append(node.value)
 
 
+_USES_MEMO: dict[int, tuple[cst.CSTNode, _Uses]] = {}
+
+
 def uses_of(nodes) -> _Uses:
-    uses = _Uses()
+    """Stores/loads of a statement list; per-statement results are memoized (trees are immutable)."""
+    total = _Uses()
     for node in nodes:
-        node.visit(uses)
-    return uses
+        hit = _USES_MEMO.get(id(node))
+        if hit is None or hit[0] is not node:
+            one = _Uses()
+            node.visit(one)
+            if len(_USES_MEMO) > 200_000:
+                _USES_MEMO.clear()
+            _USES_MEMO[id(node)] = (node, one)
+        else:
+            one = hit[1]
+        total.stores |= one.stores
+        total.loads |= one.loads
+        total.unsafe += one.unsafe
+        total.declared |= one.declared
+    return total
 
 
 def _function_defs_and_classes(statement: cst.CSTNode) -> list[str]:
@@ -861,7 +894,7 @@ def _unconditionally_bound(statements) -> set[str]:
 
 def extract_loop_bodies(files: Files, seed: int = 0) -> Files:
     modules = parse_files(files)
-    maker = NameMaker(all_identifiers(modules))
+    maker = NameMaker(all_identifiers(files))
     out = {}
     for path, module in modules.items():
         out[path] = _rewrite_nested_first(module, _LoopExtractor(maker)).code
@@ -973,17 +1006,19 @@ def _int_literal(node) -> int | None:
 
 def for_to_while(files: Files, seed: int = 0) -> Files:
     modules = parse_files(files)
-    maker = NameMaker(all_identifiers(modules))
+    maker = NameMaker(all_identifiers(files))
     out = {}
+    trees = ast_files(files)
     for path, module in modules.items():
-        rebound = _binds_name(module, "range")
+        rebound = _binds_name(trees[path], "range")
         out[path] = module.visit(_ForToWhile(maker, rebound)).code
     return out
 
 
-def _binds_name(module: cst.Module, name: str) -> bool:
+def _binds_name(tree: ast.Module, name: str) -> bool:
     inv = Inventory(siblings=set())
-    module.visit(Collector(inv))
+    Collector(inv).collect_imports(tree)
+    Collector(inv).visit(tree)
     return name in inv.defined or name in inv.imported
 
 
@@ -1018,18 +1053,18 @@ def _group_functions(module: cst.Module) -> list[list[int]]:
 
 
 class _WrapRefs(cst.CSTTransformer):
-    METADATA_DEPENDENCIES = (ScopeProvider,)
+    """References to moved functions become `Class.func`, unless a local binding shadows them."""
 
     def __init__(self, owner: dict[str, str], sibling_owner: dict[str, dict[str, str]], siblings: set[str]):
         self.owner = owner  # function -> class of this module
         self.sibling_owner = sibling_owner  # sibling module -> function -> class
         self.siblings = siblings
-        self.targets: dict[int, tuple[str, str]] = {}  # id(Name) -> (class, function)
-        self.imported: dict[str, tuple[str, str]] = {}  # local alias -> (class, function) of a sibling
+        self.names: dict[str, tuple[str, str]] = {}  # name -> (class, function)
+        self.skip: set[int] = set()  # ids of Names that are not references (def names, attrs, keywords)
+        self.scopes: list[set[str]] = []  # local bindings of the enclosing functions
 
     def visit_Module(self, node: cst.Module) -> None:
-        scope = self.get_metadata(ScopeProvider, node)
-        assert isinstance(scope, GlobalScope)
+        imported = {}
         # names imported from a sibling whose functions moved into a class: `Class.func`
         for stmt in node.body:
             if not isinstance(stmt, cst.SimpleStatementLine):
@@ -1043,19 +1078,69 @@ class _WrapRefs(cst.CSTTransformer):
                     name = alias.name.value if isinstance(alias.name, cst.Name) else None
                     if name in owners:
                         bound = alias.asname.name.value if alias.asname else name
-                        self.imported[bound] = (owners[name], name)
-        qualified = {name: (cls, name) for name, cls in self.owner.items()} | self.imported
-        for name, where in qualified.items():
-            for assignment in scope.assignments[name]:
-                for access in assignment.references:
-                    if isinstance(access.node, cst.Name):
-                        self.targets[id(access.node)] = where
+                        imported[bound] = (owners[name], name)
+        self.names = {name: (cls, name) for name, cls in self.owner.items()} | imported
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.skip.add(id(node.name))
+        params = node.params
+        bound = {p.name.value for p in (*params.params, *params.posonly_params, *params.kwonly_params)}
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                bound.add(star.name.value)
+        body = node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body]
+        uses = uses_of(body)
+        self.scopes.append((bound | uses.stores) - uses.declared)
+
+    def leave_FunctionDef(self, original, updated):
+        self.scopes.pop()
+        return updated
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        self.scopes.append({p.name.value for p in (*node.params.params, *node.params.kwonly_params)})
+
+    def leave_Lambda(self, original, updated):
+        self.scopes.pop()
+        return updated
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.skip.add(id(node.name))
+
+    def visit_Param(self, node: cst.Param) -> None:
+        self.skip.add(id(node.name))
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None:
+            self.skip.add(id(node.keyword))
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.skip.add(id(node.attr))
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+        for name in _names_in(node.name):
+            self.skip.add(id(name))
+        if node.asname is not None and isinstance(node.asname.name, cst.Name):
+            self.skip.add(id(node.asname.name))
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.module is not None:
+            for name in _names_in(node.module):
+                self.skip.add(id(name))
+
+    def visit_Global(self, node: cst.Global) -> None:
+        for item in node.names:
+            self.skip.add(id(item.name))
+
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        for item in node.names:
+            self.skip.add(id(item.name))
 
     def leave_Name(self, original: cst.Name, updated: cst.Name):
-        if id(original) in self.targets:
-            cls, func = self.targets[id(original)]
-            return cst.Attribute(cst.Name(cls), cst.Name(func))
-        return updated
+        where = self.names.get(original.value)
+        if where is None or id(original) in self.skip or any(original.value in scope for scope in self.scopes):
+            return updated
+        cls, func = where
+        return cst.Attribute(cst.Name(cls), cst.Name(func))
 
     def leave_ImportFrom(self, original: cst.ImportFrom, updated: cst.ImportFrom):
         source = (dotted(original.module) or "").split(".")[-1] if original.module else ""
@@ -1071,7 +1156,7 @@ class _WrapRefs(cst.CSTTransformer):
                     added.add(owners[name])
                     names.append(cst.ImportAlias(cst.Name(owners[name])))
             else:
-                names.append(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+                names.append(alias)
         names = [n.with_changes(comma=cst.MaybeSentinel.DEFAULT) for n in names]
         return updated.with_changes(names=names)
 
@@ -1086,7 +1171,7 @@ class _WrapRefs(cst.CSTTransformer):
 
 def wrap_functions(files: Files, seed: int = 0) -> Files:
     modules = parse_files(files)
-    maker = NameMaker(all_identifiers(modules))
+    maker = NameMaker(all_identifiers(files))
     siblings = module_names(files)
     plans: dict[str, list[list[int]]] = {}
     owners: dict[str, dict[str, str]] = {}
@@ -1103,7 +1188,7 @@ def wrap_functions(files: Files, seed: int = 0) -> Files:
     out = {}
     for path, module in modules.items():
         refs = _WrapRefs(owners[path], {m: o for m, o in by_module.items() if m != Path(path).stem}, siblings)
-        rewritten = MetadataWrapper(module).visit(refs)
+        rewritten = module.visit(refs)
         out[path] = _regroup(rewritten, plans[path], owners[path]).code
     return out
 

@@ -94,20 +94,31 @@ def materialize(mirror: Path, root: Path, labels: list[dict], sample: list[tuple
     return items
 
 
-def _make_twin(job: tuple[str, str, str, str, int]) -> tuple[str, str, str | None, str | None]:
-    """(item id, transform, twin folder or None, error) for one twin, in a worker."""
+def _process(job: tuple[dict, list[str], str, int]) -> tuple[str, dict, dict, float]:
+    """In a worker: make every twin of one input (one parse serves all transforms) and
+    classify the original and the twins. Returns (id, {name: result json}, {name: skip reason}, seconds)."""
+    from auditor.classify import classify_paths
+
     from bench._transforms import TransformError, transform_folder
 
-    item_id, folder, transform, dest, seed = job
-    try:
-        transform_folder(Path(folder), transform, Path(dest), seed=seed)
-        return item_id, transform, dest, None
-    except TransformError as exc:
-        return item_id, transform, None, str(exc)
-    except (RecursionError, MemoryError) as exc:
-        return item_id, transform, None, f"{type(exc).__name__}"
-    except Exception as exc:  # a bug of a transform: a skipped twin, said plainly
-        return item_id, transform, None, f"transform bug: {type(exc).__name__}: {exc}"
+    item, transforms, root, seed = job
+    started = time.perf_counter()
+    paths = {"original": str(item["folder"] / item["script"])}
+    skipped = {}
+    for name in transforms:
+        dest = Path(root) / name / item["id"]
+        try:
+            transform_folder(item["folder"], name, dest, seed=seed)
+            paths[name] = str(dest / item["script"])
+        except TransformError as exc:
+            skipped[name] = str(exc)
+        except (RecursionError, MemoryError) as exc:
+            skipped[name] = type(exc).__name__
+        except Exception as exc:  # a bug of a transform: a skipped twin, said plainly
+            skipped[name] = f"transform bug: {type(exc).__name__}: {exc}"
+    names = list(paths)
+    results = classify_paths([paths[n] for n in names], jobs=1, use_cache=False)
+    return item["id"], {n: r.to_json() for n, r in zip(names, results)}, skipped, time.perf_counter() - started
 
 
 def main() -> int:
@@ -137,8 +148,6 @@ def main() -> int:
     started = time.perf_counter()
     snap = Path(tempfile.mkdtemp(prefix="classify-metamorphic-"))
     version = snapshot_at(args.at, snap / "code") if args.at else snapshot_auditor(snap / "code")
-    from auditor.classify import classify_paths  # the snapshot's
-
     from bench._transforms import library_attributes
 
     library_attributes()  # computed once here; forked workers inherit it
@@ -163,30 +172,22 @@ def main() -> int:
     print(f"inputs: {sum(i['set'] == 'labels-dev' for i in items)} labels-dev rows, "
           f"{sum(i['set'] == 'sample' for i in items)} sampled files  ({time.perf_counter() - started:.0f}s)")
 
-    t0 = time.perf_counter()
-    jobs = [(i["id"], str(i["folder"]), t, str(root / t / i["id"]), args.seed) for t in transforms for i in items]
-    twins: dict[tuple[str, str], str] = {}
-    skipped: dict[tuple[str, str], str] = {}
-    with Pool(max(args.jobs, 1)) as pool:
-        for n, (item_id, transform, dest, error) in enumerate(pool.imap_unordered(_make_twin, jobs), 1):
-            if dest is None:
-                skipped[(item_id, transform)] = error or "?"
-            else:
-                twins[(item_id, transform)] = dest
-            if n % 50 == 0:
-                print(f"  transformed {n}/{len(jobs)}  {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
-    print(f"twins: {len(twins)} made, {len(skipped)} skipped  ({time.perf_counter() - t0:.0f}s)")
+    from auditor.findings import FileResult
 
     t0 = time.perf_counter()
-    paths = [str(i["folder"] / i["script"]) for i in items]
-    keys = [(i["id"], "original") for i in items]
-    for i in items:
-        for t in transforms:
-            if (i["id"], t) in twins:
-                paths.append(str(Path(twins[(i["id"], t)]) / i["script"]))
-                keys.append((i["id"], t))
-    results = dict(zip(keys, classify_paths(paths, jobs=args.jobs, use_cache=False)))
-    print(f"classified: {len(paths)} files  ({time.perf_counter() - t0:.0f}s)")
+    results: dict[tuple[str, str], object] = {}
+    skipped: dict[tuple[str, str], str] = {}
+    jobs = [({k: v for k, v in i.items() if k != "row"}, transforms, str(root), args.seed) for i in items]
+    with Pool(max(args.jobs, 1)) as pool:
+        for n, (item_id, classified, failed, seconds) in enumerate(pool.imap_unordered(_process, jobs), 1):
+            for name, data in classified.items():
+                results[(item_id, name)] = FileResult.from_json(data)
+            for name, reason in failed.items():
+                skipped[(item_id, name)] = reason
+            print(f"  {n}/{len(jobs)} {item_id} {seconds:.0f}s  (elapsed {time.perf_counter() - t0:.0f}s)",
+                  file=sys.stderr, flush=True)
+    print(f"twins: {sum(1 for k in results if k[1] != 'original')} made and classified, {len(skipped)} skipped  "
+          f"({time.perf_counter() - t0:.0f}s)")
 
     report(items, transforms, results, skipped)
     print(f"total bench time: {time.perf_counter() - started:.0f}s")
