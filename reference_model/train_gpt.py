@@ -442,9 +442,10 @@ KEEP_FLOAT_MAX_NUMEL = 65_536
 def quantize_rows(t: Tensor) -> tuple[Tensor, Tensor]:
     t = t.float()
     clip = torch.quantile(t.abs(), INT8_CLIP_Q, dim=1)
-    scale = (clip / 127.0).clamp_min(1.0 / 127.0)
-    q = torch.clamp(torch.round(torch.clamp(t, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127)
-    return q.to(torch.int8).contiguous(), scale.to(torch.float16).contiguous()
+    # The stored fp16 scale, rounded up, is the one quantized with: error <= scale / 2 per kept element.
+    scale = ((clip / 127.0).clamp_min(1.0 / 127.0) * (1 + 2**-10)).to(torch.float16)
+    q = torch.clamp(torch.round(torch.clamp(t, -clip[:, None], clip[:, None]) / scale.float()[:, None]), -127, 127)
+    return q.to(torch.int8).contiguous(), scale.contiguous()
 
 
 def quantize_state_dict(state_dict: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
@@ -542,6 +543,8 @@ def evaluate(model: GPT, hidden_fn, tokens: Tensor, luts: tuple[Tensor, Tensor, 
     if dist.is_available() and dist.is_initialized():
         for value in (loss_sum, byte_sum, token_sum):
             dist.all_reduce(value)
+    if token_sum.item() == 0:  # a rank's share of an unreduced evaluation can be empty
+        return math.nan, math.nan, 0
     val_loss = (loss_sum / token_sum).item()
     return val_loss, val_loss / math.log(2.0) * token_sum.item() / byte_sum.item(), int(token_sum.item())
 
