@@ -312,3 +312,26 @@ def test_cli_dry_run_then_post_then_update(github, monkeypatch):
     missing = runner.invoke(app, args + ["--post"])
     assert missing.exit_code == 2
     assert "GITHUB_TOKEN" in missing.output and "Traceback" not in missing.output
+
+
+def test_all_prs_posts_each_new_review_once_paced(github, tmp_path):
+    from test_review import make_bare_clone  # a bare clone with two PR heads
+
+    from auditor.review.batch import review_all_prs
+    from auditor.review.store import ReviewStore
+
+    clone = make_bare_clone(tmp_path)
+    clock = FakeClock()
+    client = client_for(github, clock)
+
+    def post(row: dict, markdown: str) -> bool:
+        return post_review(client, REPO, row["pr"], markdown).action in ("created", "updated")
+
+    with ReviewStore(tmp_path / "db.sqlite3") as store:
+        first = review_all_prs(clone, store, jobs=1, use_cache=False, on_review=post, github_repo=REPO)
+        again = review_all_prs(clone, store, jobs=1, use_cache=False, on_review=post, github_repo=REPO, refresh=True)
+    assert (first.posted, again.posted) == (2, 0)  # the same bodies again: nothing to update
+    assert sorted(len(github.for_pr(pr)) for pr in (1, 2)) == [1, 1]
+    writes = [r for r in github.requests if r[0] in ("POST", "PATCH")]
+    assert len(writes) == 2
+    assert 1.0 in clock.sleeps  # the second comment waited for the pacer, on the test clock

@@ -168,6 +168,10 @@ def git(cwd: Path, *args: str) -> str:
 
 @pytest.fixture
 def bare_clone(tmp_path) -> Path:
+    return make_bare_clone(tmp_path)
+
+
+def make_bare_clone(tmp_path: Path) -> Path:
     """A bare repository with main and two PR heads: PR 1 adds a flagged record, PR 2 a clean one."""
     work = tmp_path / "work"
     work.mkdir()
