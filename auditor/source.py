@@ -304,30 +304,62 @@ def read_source(path: Path) -> Source:
     """Read a Python file, unpacking an exec'd blob if the file is a packer stub."""
     raw = read_bytes_checked(path)
     text = decode_text(raw)
-    tree = parse_python(text)
     source = Source(path=path, text=text, raw_bytes=raw)
-    layers: list[str] = []
-    budget = UnpackBudget()
-    while True:
-        found = find_exec_payload(tree, path.parent, budget)
-        if found is None:
-            break
-        if len(layers) == MAX_PACK_DEPTH:
-            raise SourceError(f"the script is packed more than {MAX_PACK_DEPTH} layers deep "
-                              f"({' > '.join(layers)} > ...): refused rather than judged unread")
-        payload, how, line = found
-        if payload == text:
-            break  # `exec(open(__file__).read())`: the script reads itself
-        if not source.exec_line:
-            source.exec_line = line
-        layers.append(how)
-        text = payload
-        tree = parse_python(text, what=f"decoded source ({how})")
+    text, tree, layers, source.exec_line = unpack(text, parse_python(text), path.parent)
     if layers:
         source.text = text
         source.packing = " > ".join(layers)
     source.tree = tree
     return source
+
+
+class LayerError(SourceError):
+    """A decoded layer that is not valid Python; `payload` is its text."""
+
+    def __init__(self, message: str, payload: str):
+        super().__init__(message)
+        self.payload = payload
+
+
+def _parse_kept(text: str, what: str) -> tuple[str, ast.Module]:
+    return text, parse_python(text, what)
+
+
+def unpack(text: str, tree: ast.Module, folder: Path, parse=_parse_kept, extra_layer=None
+           ) -> tuple[str, ast.Module, list[str], int]:
+    """Follow a script's exec'd layers down to the code that runs: (text, tree, how each layer
+    was packed, line of the first exec). The one unpacking loop, for classify and smoke.
+
+    parse(text, what) -> (text, tree) reads a decoded layer (smoke rewrites 3.12 f-strings
+    where classify keeps the text); extra_layer(text, tree) -> (payload, how) | None finds a
+    layer that find_exec_payload does not (smoke: a tiny stub that runs a sibling file).
+    Raises LayerError for a layer that does not parse, SourceError for packing deeper than
+    MAX_PACK_DEPTH or a stub whose payload cannot be read.
+    """
+    budget = UnpackBudget()
+    layers: list[str] = []
+    exec_line = 0
+    while True:
+        found = find_exec_payload(tree, folder, budget)
+        if found is not None and found[0] == text:
+            found = None  # `exec(open(__file__).read())`: the script reads itself
+        if found is None and extra_layer is not None:
+            extra = extra_layer(text, tree)
+            found = (extra[0], extra[1], 0) if extra is not None else None
+        if found is None:
+            return text, tree, layers, exec_line
+        if len(layers) == MAX_PACK_DEPTH:
+            raise SourceError(f"the script is packed more than {MAX_PACK_DEPTH} layers deep "
+                              f"({' > '.join(layers)} > ...): refused rather than judged unread")
+        payload, how, line = found
+        exec_line = exec_line or line
+        layers.append(how)
+        try:
+            text, tree = parse(payload, f"decoded source ({how})")
+        except LayerError:
+            raise
+        except SourceError as exc:
+            raise LayerError(str(exc), payload) from None
 
 
 # --- static unpacking ---------------------------------------------------------

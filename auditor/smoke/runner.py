@@ -20,8 +20,8 @@ from auditor.smoke.discover import discover_model, strip_entry_calls
 from auditor.smoke.fstrings import rewrite_nested_fstrings
 from auditor.sandbox import SandboxTool, SandboxUnavailable, allowed_setting_name, find_bwrap
 from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
-from auditor.source import MAX_PACK_DEPTH, SourceError, decode_text, find_exec_payload, parse_python, read_bytes_checked
-from auditor.submission import load_submission
+from auditor.source import LayerError, SourceError, decode_text, parse_python, read_bytes_checked, unpack
+from auditor.submission import SEPARATOR_LINE, load_submission
 
 FAILURE_KINDS = ("syntax", "missing-module", "cuda-required", "timeout", "memory", "model-not-found", "exception")
 _MAX_COPIED_FILE = 50_000_000
@@ -157,38 +157,36 @@ def _parse_or_rewrite(text: str, what: str) -> tuple[str, ast.Module, bool]:
 def _prepare_text(script: Path) -> tuple[str, list[str]]:
     """The code the child should run: unpacked (exec'd blobs decoded), compilable by this Python.
 
-    Like auditor.source.read_source, but a decoded layer written for Python 3.12 is
-    rewritten instead of refused, and a stub that execs a sibling file runs that file.
+    auditor.source.unpack's loop, but a decoded layer written for Python 3.12 is rewritten
+    instead of refused, and a stub that execs a sibling file runs that file.
     Raises SourceError (with the message for the user) on a syntax error of the script itself.
     """
     notes = []
     text = decode_text(read_bytes_checked(script))
-    rewritten_any = False
     try:
-        text, tree, rewritten_any = _parse_or_rewrite(text, "file")
+        text, tree, rewritten = _parse_or_rewrite(text, "file")
     except SourceError as exc:
         return text, [f"syntax: {exc}"]
-    layers = []
-    for _ in range(MAX_PACK_DEPTH):
-        found = find_exec_payload(tree, script.parent)
-        if found is not None and found[0] == text:
-            found = None  # `exec(open(__file__.replace("train_gpt.py", ...)))` read itself
-        if found is not None:
-            payload, how, _line = found
-        elif len(text) < 2000 and _executed_sibling(script, tree) is not None:
-            sibling = _executed_sibling(script, tree)
-            payload, how = decode_text(read_bytes_checked(sibling), what=sibling.name), f"file:{sibling.name}"
-        else:
-            break
-        layers.append(how)
-        try:
-            text, tree, rewritten = _parse_or_rewrite(payload, f"decoded source ({how})")
-        except SourceError as exc:
-            return payload, [f"syntax: {exc}"]
-        rewritten_any = rewritten_any or rewritten
+    rewrites = [rewritten]
+
+    def parse(payload: str, what: str) -> tuple[str, ast.Module]:
+        payload, layer_tree, rewritten = _parse_or_rewrite(payload, what)
+        rewrites.append(rewritten)
+        return payload, layer_tree
+
+    def sibling_layer(text: str, tree: ast.Module) -> tuple[str, str] | None:
+        sibling = _executed_sibling(script, tree) if len(text) < 2000 else None
+        if sibling is None:
+            return None
+        return decode_text(read_bytes_checked(sibling), what=sibling.name), f"file:{sibling.name}"
+
+    try:
+        text, _tree, layers, _line = unpack(text, tree, script.parent, parse, sibling_layer)
+    except LayerError as exc:
+        return exc.payload, [f"syntax: {exc}"]
     if layers:
         notes.append(f"unpacked ({' > '.join(layers)})")
-    if rewritten_any:
+    if any(rewrites):
         notes.append("3.12 f-strings rewritten for this Python")
     return text, notes
 
@@ -344,7 +342,6 @@ def smoke_path(path: str | Path, options: SmokeOptions | None = None) -> SmokeRe
     return _smoke(path, submission, options, started, [])
 
 
-_LOG_SEPARATOR = re.compile(r"^\s*([=\-#*~_])\1{19,}\s*$")
 
 
 def _script_from_log(folder: Path):
@@ -359,7 +356,7 @@ def _script_from_log(folder: Path):
             lines = log.read_text(errors="replace")[:5_000_000].splitlines(keepends=True)
         except OSError:
             continue
-        end = next((i for i, line in enumerate(lines) if _LOG_SEPARATOR.match(line)), None)
+        end = next((i for i, line in enumerate(lines) if SEPARATOR_LINE.match(line)), None)
         if not end or end < 20:
             continue
         source = "".join(lines[:end]).rstrip() + "\n"

@@ -12,7 +12,6 @@ assignments in the README's run command, and hyperparameter lines in its train l
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
