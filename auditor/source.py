@@ -246,7 +246,8 @@ def blank_fstrings(text: str) -> str:
 
     A scanner, not a parser: it skips comments and plain strings, and inside an f-string's
     braces it skips nested strings whatever their quotes (what 3.12 allows and 3.11 cannot
-    tokenize)."""
+    tokenize). Static analysis reads nothing inside f-strings, so they are blanked; smoke
+    runs the code, so `auditor.smoke.fstrings` re-quotes them instead, keeping what they do."""
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
