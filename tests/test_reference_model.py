@@ -278,3 +278,40 @@ def test_evaluate_scores_every_token_once_across_ranks():
         assert whole[2] == length - 1
         parts = [T.evaluate(model, model.hidden_states, tokens, luts, 16, 5, 3, r, 3, torch.device("cpu")) for r in range(3)]
         assert sum(p[2] for p in parts) == length - 1
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("reference_throughput", ROOT / "bench" / "reference_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_bench_refuses_clearly_without_cuda_or_script(tmp_path, capsys):
+    bench = _bench_module()
+    assert bench.main([str(tmp_path / "missing.py")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    original = tmp_path / "pr341.py"
+    original.write_text("print('never run here')\n")
+    assert bench.main([str(original), "--steps", "5"]) == 2
+    assert "--steps must be at least 11" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert bench.main([str(original)]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_throughput_bench_reads_the_step_lines_of_a_real_log(one_process):
+    bench = _bench_module()
+    log = one_process[1]
+    figures = bench.parse_log("reference", log + "\npeak memory allocated: 1234 MiB reserved: 2000 MiB\n")
+    assert figures.losses == _train_losses(log)
+    times = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^step:(\d+)/\d+ train_loss:\S+ train_time:(\d+)ms", log, re.M)}
+    assert figures.ms_per_step() == pytest.approx((times[30] - times[10]) / 20)
+    assert (figures.peak_allocated_mib, figures.peak_reserved_mib) == (1234, 2000)
+    slower = bench.RunFigures("original", losses=dict(figures.losses), train_ms={s: 2 * t for s, t in figures.train_ms.items()})
+    text = bench.report([slower, figures], bench.model_flops_per_token(), 989.0)
+    assert "speed ratio (original ms/step / reference ms/step): 2.00x" in text
+    assert "loss difference (reference - original): 10:+0.0000  30:+0.0000" in text
+    # 6 N + 6 L d T at PR #341's shape: N = 22 x 3,932,160 + 1024 x 768.
+    assert bench.model_flops_per_token() == 6 * (22 * 3_932_160 + 786_432) + 6 * 22 * 768 * 1024
