@@ -132,6 +132,18 @@ def _post_one(markdown: str, github_repo: str, pr: int, post: bool, api_url: str
                + (f": {outcome.url}" if outcome.url else ""), err=True)
 
 
+def _poster(github_repo: str, api_url: str):
+    """Posts each new review of an --all-prs run; one client, so pacing spans the whole run."""
+    from auditor.review.github import post_review
+
+    client = _client(api_url)
+
+    def on_review(row: dict, markdown: str) -> bool:
+        return post_review(client, github_repo, row["pr"], markdown).action in ("created", "updated")
+
+    return on_review
+
+
 def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str], db: Optional[Path],
              export_csv: Optional[Path], export_json: Optional[Path], refresh: bool, post: bool, api_url: str,
              no_cache: bool) -> None:
@@ -144,15 +156,7 @@ def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str],
         check_repo(repo_dir)
     except SourceUnavailable as exc:
         _fail(f"--repo-dir {repo_dir}: {exc}")
-    on_review = None
-    if post:
-        from auditor.review.github import post_review
-
-        client = _client(api_url)
-
-        def on_review(row: dict, markdown: str) -> bool:
-            outcome = post_review(client, github_repo, row["pr"], markdown)
-            return outcome.action in ("created", "updated")
+    on_review = _poster(github_repo, api_url) if post else None
     db_path = db or default_db_path()
     try:
         store = ReviewStore(db_path)

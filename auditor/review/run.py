@@ -115,7 +115,7 @@ def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, git
               smoke: bool = False, reproduce_report: str | Path | None = None, use_cache: bool = True,
               work_dir: str | Path | None = None) -> ReviewOutcome:
     """Review the record folder PR `pr` adds, read from refs/pull/N/head of a local clone."""
-    from auditor.report.markdown import ReviewContext, review_markdown
+    from auditor.report.markdown import ReviewContext
 
     source: PrSource = locate_pr(Path(repo_dir), pr, head_sha)
     command = pr_command(pr, smoke)
