@@ -349,3 +349,16 @@ def test_all_prs_on_the_command_line_exports_and_reuses_the_database(bare_clone,
     assert [(r["pr"], r["verdict"], r["claimed_bpb"]) for r in reviews] == [(1, "flag", "0.5"), (2, "clean", "1.2")]
     unwritable = CliRunner().invoke(app, args[:-2] + ["--export-json", str(tmp_path / "no" / "such" / "dir.json")])
     assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
+
+
+def test_many_violations_explain_each_rule_once_and_stay_under_githubs_limit():
+    from auditor.report.markdown import review_markdown
+
+    findings = [{"rule": "two-pass-rescore", "severity": "violation", "path": "/src/t.py", "line": n, "end_line": n,
+                 "message": "x" * 2000, "evidence": "rescore()"} for n in range(1, 101)]
+    result = {"path": "/src/t.py", "sha256": "", "verdict": "flag", "error": None, "findings": findings}
+    md = review_markdown(result, None, None, None, ReviewContext(root="/src", read_lines=lambda path: None))
+    assert len(md) < 65_536
+    assert md.count("<details><summary>Rule <code>two-pass-rescore</code>") == 1
+    assert "more violation(s), not shown here" in md
+    assert "### Rule violations (100)" in md

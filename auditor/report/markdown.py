@@ -35,6 +35,7 @@ from auditor.review.results import (
 
 MARKER = "<!-- auditor-review -->"
 MAX_EXCERPT_LINES = 5
+MAX_VIOLATIONS_CHARS = 40_000  # of a comment GitHub caps at 65,536 characters
 MAX_SHORT_LIST = 10  # dormant constructs and legal patterns: a short list, the rest counted
 NOT_A_RULING = "Automated review by auditor {version}; not a maintainer ruling."
 
@@ -179,7 +180,7 @@ def _ruling_line(rule_id: str) -> str:
     return "Ruling: " + ("; ".join(parts) if parts else "see the rule text") + " (openai/parameter-golf)."
 
 
-def _violation(index: int, finding: FindingView, context: ReviewContext) -> list[str]:
+def _violation(index: int, finding: FindingView, context: ReviewContext, with_rule_text: bool = True) -> list[str]:
     doc = rule_doc(finding.rule)
     message = inline(finding.message)
     if finding.counted_as_run:
@@ -191,16 +192,18 @@ def _violation(index: int, finding: FindingView, context: ReviewContext) -> list
         out += [fenced(text), ""]
         if end < finding.end_line:
             out += [f"(lines {start}-{end} of {finding.line}-{finding.end_line} shown)", ""]
-    out += [
-        f"<details><summary>Rule <code>{finding.rule}</code>: {inline(doc.summary)}</summary>",
-        "",
-        fenced(doc.text, "text"),  # verbatim, as `auditor rules ID` prints it
-        "",
-        "</details>",
-        "",
-        _ruling_line(finding.rule),
-        "",
-    ]
+    if with_rule_text:
+        out += [
+            f"<details><summary>Rule <code>{finding.rule}</code>: {inline(doc.summary)}</summary>",
+            "",
+            fenced(doc.text, "text"),  # verbatim, as `auditor rules ID` prints it
+            "",
+            "</details>",
+            "",
+        ]
+    else:
+        out += [f"Rule <code>{finding.rule}</code>: {inline(doc.summary)} (its text is shown above)", ""]
+    out += [_ruling_line(finding.rule), ""]
     return out
 
 
@@ -318,8 +321,18 @@ def review_markdown(
     violations = classify_v.violations
     if violations:
         out += [f"### Rule violations ({len(violations)})", ""]
+        explained: set[str] = set()
+        size = 0
         for index, finding in enumerate(violations, 1):
-            out += _violation(index, finding, context)
+            block = _violation(index, finding, context, with_rule_text=finding.rule not in explained)
+            size += sum(len(line) + 1 for line in block)
+            if size > MAX_VIOLATIONS_CHARS and index > 1:
+                # GitHub refuses comments over 65,536 characters: the rest are counted, not shown.
+                out += [f"... and {len(violations) - index + 1} more violation(s), not shown here to keep the "
+                        "comment under GitHub's size limit; the command below lists them all.", ""]
+                break
+            explained.add(finding.rule)
+            out += block
     elif classify_v.verdict != "error":
         out += ["### Rule violations", "", "None found on the code that runs under the run configuration.", ""]
 
