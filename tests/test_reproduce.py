@@ -105,9 +105,10 @@ def test_child_environment_has_no_credentials(reproduced, monkeypatch):
     env = launch.seed_environment(
         {"PATH": "/usr/bin", "GITHUB_TOKEN": "ghp_x", "AWS_SECRET_ACCESS_KEY": "k", "HF_TOKEN": "h",
          "https_proxy": "http://p", "NCCL_DEBUG": "INFO", "SSH_AUTH_SOCK": "/tmp/s", "MY_API_KEY": "z"},
-        {"MATRIX_LR": "0.03", "WANDB_API_KEY": "w", "SEED": "7"}, {"ITERATIONS": "5"}, 42, "/d", "/t.model",
-        "/home", "m")
+        {"MATRIX_LR": "0.03", "WANDB_API_KEY": "w", "SEED": "7", "TRAIN_BATCH_TOKENS": "2048"}, {"ITERATIONS": "5"},
+        42, "/d", "/t.model", "/home", "m")
     assert env["PATH"] == "/usr/bin" and env["NCCL_DEBUG"] == "INFO"
+    assert env["TRAIN_BATCH_TOKENS"] == "2048" and env["TOKENIZER_PATH"] == "/t.model"
     assert env["MATRIX_LR"] == "0.03" and env["ITERATIONS"] == "5" and env["SEED"] == "42"
     for secret in ("GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "https_proxy", "SSH_AUTH_SOCK",
                    "MY_API_KEY", "WANDB_API_KEY"):
@@ -167,7 +168,7 @@ def test_crashing_script_fails_with_its_log_tail(data_root, tmp_path):
         "        step += 1\n", "        step += 1\n        if step == 3:\n            raise RuntimeError('planted crash')\n"))
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
     result = reproduce(crashing, gpus=2, seeds=[42], data=data_root, run_dir=tmp_path / "run", fingerprint=False,
-                       progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+                       sandbox="none", progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
     seed = result.seeds[0]
     assert result.verdict == FAILED and seed.verdict == FAILED, result.to_text()
     assert seed.failure_kind == "crash"
@@ -175,6 +176,32 @@ def test_crashing_script_fails_with_its_log_tail(data_root, tmp_path):
     assert "ChildFailedError" in seed.log_tail  # torchrun's own report ends the log
     assert result.exit_code == 2
     assert "planted crash" in result.to_text()
+    assert survivors(marker) == []
+
+
+# The reference model (reference_model/, PR #341's architecture) at a size CPUs train in seconds.
+REFERENCE_TINY = {
+    "VOCAB_SIZE": "128", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "NUM_SHARED_BLOCKS": "1",
+    "NUM_LOOPS": "2", "ITERATIONS": "4", "WARMUP_STEPS": "0", "TRAIN_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "64",
+    "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "2", "EVAL_BATCH_SEQS": "64", "WARMDOWN_ITERS": "2", "COMPILE": "0",
+}
+
+
+def test_reference_model_reruns_under_the_process_group_launcher(data_root, tmp_path):
+    marker = f"REPRO_TEST_{uuid.uuid4().hex}"
+    result = reproduce(reference=True, gpus=2, seeds=[1337], data=data_root, run_dir=tmp_path / "run",
+                       sandbox="none", fingerprint=False, progress=None,
+                       env={**THREADS, **REFERENCE_TINY, "AUDITOR_TEST_MARKER": marker})
+    seed = result.seeds[0]
+    assert result.reference and result.path.endswith("reference_model")
+    assert seed.verdict == REPRODUCED, result.to_text()
+    assert seed.metric == "final_int8_zlib_roundtrip_exact" and 3.0 < seed.val_bpb < 6.0
+    # The reference logs two compressed sizes (zlib, zstd); the artifact is the file it wrote.
+    assert seed.model_file == "final_model.int8.ptz"
+    assert seed.artifact_bytes == seed.logged_artifact_bytes
+    assert seed.code_bytes == (ROOT / "reference_model" / "train_gpt.py").stat().st_size
+    assert "TRAIN_BATCH_TOKENS=1024" in seed.command and "--nproc-per-node=2" in seed.command
+    assert "train_batch_tokens:1024" in Path(seed.log).read_text()
     assert survivors(marker) == []
 
 

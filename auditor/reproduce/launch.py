@@ -34,8 +34,10 @@ SAFE_ENV_NAMES = frozenset({
 })
 SAFE_ENV_PREFIXES = ("LC_", "NCCL_", "CUDA_", "NVIDIA_", "GLOO_", "TORCH_", "TORCHINDUCTOR_", "TRITON_",
                      "UCX_", "FI_", "CUDNN_")
-SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PROXY", "COOKIE",
-                  "SESSION")
+# Words of a variable name that mark a credential (HF_TOKEN, AWS_SECRET_ACCESS_KEY, https_proxy).
+# Whole words only: TRAIN_BATCH_TOKENS and TOKENIZER_PATH are settings.
+SECRET_WORDS = frozenset({"TOKEN", "KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL",
+                          "CREDENTIALS", "AUTH", "PROXY", "COOKIE", "SESSION", "PAT", "PRIVATE", "SIGNATURE"})
 # Set by the launcher (or torchrun) for each run; a README's value never wins over them.
 CONTROLLED_ENV = frozenset({"SEED", "DATA_PATH", "TOKENIZER_PATH", "RUN_ID", "HOME", RUN_MARKER,
                             "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -43,8 +45,8 @@ CONTROLLED_ENV = frozenset({"SEED", "DATA_PATH", "TOKENIZER_PATH", "RUN_ID", "HO
 
 
 def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
+    words = set(name.upper().replace("-", "_").split("_"))
+    return bool(words & SECRET_WORDS)
 
 
 def allowed_host_env(base: dict[str, str]) -> dict[str, str]:
