@@ -362,3 +362,27 @@ def test_many_violations_explain_each_rule_once_and_stay_under_githubs_limit():
     assert md.count("<details><summary>Rule <code>two-pass-rescore</code>") == 1
     assert "more violation(s), not shown here" in md
     assert "### Rule violations (100)" in md
+
+
+def test_a_pr_merged_into_main_still_finds_its_record_folder(tmp_path):
+    from auditor.review.source import locate_pr
+
+    bare = make_bare_clone(tmp_path)
+    work = tmp_path / "work"
+    git(work, "checkout", "-q", "-b", "pr5", "main")
+    record = work / "records" / "track_10min_16mb" / "2026-01-05_Merged"
+    record.mkdir(parents=True)
+    shutil.copy(FIXTURES / "clean_baseline.py", record / "train_gpt.py")
+    git(work, "add", "records")
+    git(work, "commit", "-q", "-m", "pr 5")
+    head = git(work, "rev-parse", "HEAD")
+    git(work, "checkout", "-q", "main")
+    (work / "NOTES.md").write_text("main moved on\n")
+    git(work, "add", "NOTES.md")
+    git(work, "commit", "-q", "-m", "main")
+    git(work, "merge", "-q", "--no-ff", "-m", "merge pr 5", "pr5")
+    git(work, "push", "-q", str(bare), "main:main", f"{head}:refs/pull/5/head")
+    source = locate_pr(bare, 5)
+    assert source.head_sha == head
+    assert source.folder == "records/track_10min_16mb/2026-01-05_Merged"
+    assert source.base_sha != head

@@ -111,10 +111,13 @@ def locate_pr(repo_dir: Path, pr: int, head_sha: str | None = None) -> PrSource:
         except SourceUnavailable:
             raise SourceUnavailable(f"no {ref} in {repo_dir}") from None
     source = PrSource(pr, head_sha)
+    main = _main_ref(repo_dir)
     try:
-        source.base_sha = _git(repo_dir, "merge-base", _main_ref(repo_dir), head_sha).decode().strip()
+        source.base_sha = _git(repo_dir, "merge-base", main, head_sha).decode().strip()
     except SourceUnavailable:
         raise SourceUnavailable(f"PR {pr}: no merge base with main") from None
+    if source.base_sha == head_sha:  # merged into main with its commits: the base is gone from view
+        source.base_sha = _base_before_merge(repo_dir, head_sha, main)
     added = _git(repo_dir, "diff", "--name-only", "--no-renames", "--diff-filter=A", "-z", source.base_sha, head_sha)
     folders: dict[str, list[str]] = {}
     for name in added.decode(errors="replace").split("\0"):
@@ -127,6 +130,28 @@ def locate_pr(repo_dir: Path, pr: int, head_sha: str | None = None) -> PrSource:
     source.root_scripts = sorted(n for n in changed.decode(errors="replace").split("\0")
                                  if n.endswith(".py") and "/" not in n)
     return source
+
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+def _base_before_merge(repo_dir: Path, head: str, main: str) -> str:
+    """For a PR whose head is in main's history: the merge base with main as it was before.
+
+    The oldest commit on main's first-parent line that descends from the head is the merge
+    commit; its first parent is main before the merge. A PR fast-forwarded onto main has no
+    merge commit: its last commit stands for the PR.
+    """
+    line = _git(repo_dir, "rev-list", "--first-parent", "--ancestry-path", f"{head}..{main}").decode().split()
+    if line:
+        before = _git(repo_dir, "rev-parse", f"{line[-1]}^1").decode().strip()
+        base = _git(repo_dir, "merge-base", before, head).decode().strip()
+        if base != head:
+            return base
+    try:
+        return _git(repo_dir, "rev-parse", "--verify", "--quiet", f"{head}^1").decode().strip()
+    except SourceUnavailable:
+        return EMPTY_TREE  # a root commit: everything in it is added
 
 
 def _tree_entries(repo_dir: Path, commit: str, folder: str) -> list[tuple[str, str, str]]:
