@@ -136,6 +136,9 @@ def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, git
         folder = materialize(Path(repo_dir), source, root)
         notes = [f"Not present in the clone, so not read: `{path}`." for path in source.skipped]
         notes += [f"The PR also adds `{other}`; this review covers `{source.folder}` only." for other in source.other_folders]
+        if source.changed_only:
+            notes.append(f"The PR adds no record folder; it changes `{source.folder}`, which this review covers "
+                         "as it is at the PR's head.")
         if source.borrowed:
             notes.append("The record folder has no Python code; the review read what the PR changed at the "
                          "repository root: " + ", ".join(f"`{name}`" for name in source.borrowed.values()) + ".")

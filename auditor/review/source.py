@@ -34,6 +34,7 @@ class PrSource:
     root_scripts: list[str] = field(default_factory=list)
     borrowed: dict[str, str] = field(default_factory=dict)  # materialized file -> its path in the repo
     title: str = ""  # the submission's name from submission.json, when it has one
+    changed_only: bool = False  # the PR adds no record folder; this one it changes
 
 
 def _git(repo_dir: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
@@ -118,14 +119,19 @@ def locate_pr(repo_dir: Path, pr: int, head_sha: str | None = None) -> PrSource:
         raise SourceUnavailable(f"PR {pr}: no merge base with main") from None
     if source.base_sha == head_sha:  # merged into main with its commits: the base is gone from view
         source.base_sha = _base_before_merge(repo_dir, head_sha, main)
-    added = _git(repo_dir, "diff", "--name-only", "--no-renames", "--diff-filter=A", "-z", source.base_sha, head_sha)
-    folders: dict[str, list[str]] = {}
-    for name in added.decode(errors="replace").split("\0"):
-        folder = _record_folder(name) if name else None
-        if folder:
-            folders.setdefault(folder, []).append(name)
-    if folders:
-        source.folder, source.other_folders = _pick_folder(repo_dir, head_sha, folders)
+    # The record folder the PR adds; failing that, one it changes (a fix to an existing record).
+    for diff_filter in ("A", "M"):
+        names = _git(repo_dir, "diff", "--name-only", "--no-renames", f"--diff-filter={diff_filter}", "-z",
+                     source.base_sha, head_sha)
+        folders: dict[str, list[str]] = {}
+        for name in names.decode(errors="replace").split("\0"):
+            folder = _record_folder(name) if name else None
+            if folder:
+                folders.setdefault(folder, []).append(name)
+        if folders:
+            source.folder, source.other_folders = _pick_folder(repo_dir, head_sha, folders)
+            source.changed_only = diff_filter == "M"
+            break
     changed = _git(repo_dir, "diff", "--name-only", "--no-renames", "--diff-filter=AM", "-z", source.base_sha, head_sha)
     source.root_scripts = sorted(n for n in changed.decode(errors="replace").split("\0")
                                  if n.endswith(".py") and "/" not in n)
