@@ -272,6 +272,21 @@ def test_vocab_mismatch_and_protobuf_count(data_root):
     assert script_vocab_size(script, {"VOCAB_SIZE": "256"}) == 256
 
 
+def test_calibration_factor_from_the_reference_figure(tmp_path):
+    from auditor.reproduce.hardware import calibration_from_log, estimate
+
+    log = "step:10/30 train_loss:5.0 train_time:4000ms step_avg:400.00ms\nstep:30/30 train_loss:4.0 " \
+          "train_time:12000ms step_avg:200.00ms\n"
+    unknown = calibration_from_log(log, "cal.log", reference_dir=tmp_path)
+    assert unknown.factor is None and unknown.local_step_ms == 200.0
+    assert "factor is unknown" in unknown.how
+    (tmp_path / "calibration.json").write_text(json.dumps({"step_avg_ms_8xh100": 50.0, "source": "a measured run"}))
+    known = calibration_from_log(log, "cal.log", reference_dir=tmp_path)
+    assert known.factor == 0.25 and "50 ms/step on 8xH100 (a measured run)" in known.how
+    figure = estimate(800.0, known.factor)
+    assert figure.estimated_8xh100_s == 200.0 and figure.to_json()["is_estimate"] is True
+
+
 # --- commands, CLI ------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ memory stays bounded whatever the size of the dataset).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,12 +27,12 @@ HEADER_BYTES = HEADER_INTS * 4
 TRAIN_GLOB = "fineweb_train_*.bin"
 VAL_GLOB = "fineweb_val_*.bin"
 
-FINGERPRINT_WINDOW = 32  # tokens; a multiple of 4 (four uint16 tokens pack into one uint64)
+FINGERPRINT_WINDOW = 32  # tokens; a power of two (four uint16 tokens pack into one uint64 word)
 MAX_VAL_WINDOWS = 200_000  # the val stride grows so that at most this many windows are hashed
 LEAK_FRACTION = 0.01  # above this share of val windows found in train, the dataset fails
 _CHUNK_TOKENS = 1 << 22  # train tokens hashed at once (about 100 MB of temporaries)
 _FILTER_BITS = 24  # a 16 MB membership table in front of the exact lookup
-# Odd constants: the hash is a sum of the window's eight 64-bit words times these (mod 2^64).
+# Odd multipliers of the pairwise combination (one per level) and of the final mix.
 _HASH_CONSTANTS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
      0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
@@ -272,27 +273,31 @@ class Overlap:
 
 
 def window_hashes(tokens: np.ndarray, window: int = FINGERPRINT_WINDOW) -> np.ndarray:
-    """A 64-bit hash of every `window`-token window (position i covers tokens[i:i+window])."""
-    if window % 4 or window > 4 * len(_HASH_CONSTANTS):
-        raise ValueError("window must be a multiple of 4, at most 32")
-    count = len(tokens) - window + 1
-    if count <= 0:
+    """A 64-bit hash of every `window`-token window (position i covers tokens[i:i+window]).
+
+    Four uint16 tokens pack into one uint64 word; halves are then combined pairwise
+    (h = left * C + right, mod 2^64), so a 32-token window costs three combining passes.
+    """
+    if window < 4 or window & (window - 1):
+        raise ValueError("window must be a power of two, at least 4")
+    if len(tokens) < window:
         return np.zeros(0, dtype=np.uint64)
     wide = np.asarray(tokens, dtype=np.uint64)
-    # words[i] packs tokens i..i+3; a window is the words at i, i+4, ..., i+window-4.
     span = len(wide) - 3
-    words = wide[:span].copy()
+    hashes = wide[:span].copy()
     for shift in (1, 2, 3):
-        words |= wide[shift : shift + span] << np.uint64(16 * shift)
+        hashes |= wide[shift : shift + span] << np.uint64(16 * shift)
     del wide
-    hashes = np.zeros(count, dtype=np.uint64)
+    covered, level = 4, 0
     with np.errstate(over="ignore"):
-        for k in range(window // 4):
-            hashes += words[4 * k : 4 * k + count] * _HASH_CONSTANTS[k]
+        while covered < window:
+            combined = hashes[:-covered] * _HASH_CONSTANTS[level]
+            combined += hashes[covered:]
+            hashes, covered, level = combined, covered * 2, level + 1
         # Spread the bits so that the top bits index the membership table well.
-        hashes ^= hashes >> np.uint64(31)
-        hashes *= np.uint64(0x94D049BB133111EB)
         hashes ^= hashes >> np.uint64(29)
+        hashes *= _HASH_CONSTANTS[-1]
+        hashes ^= hashes >> np.uint64(32)
     return hashes
 
 
@@ -303,6 +308,7 @@ def find_val_in_train(
     max_val_windows: int = MAX_VAL_WINDOWS,
     max_examples: int = 5,
     progress=None,
+    threads: int | None = None,
 ) -> Overlap:
     """How many sampled validation windows occur verbatim in the training shards."""
     val_hash_parts, val_offsets = [], []
@@ -324,11 +330,10 @@ def find_val_in_train(
     table = np.zeros(1 << _FILTER_BITS, dtype=bool)
     table[(unique_hashes >> np.uint64(64 - _FILTER_BITS)).astype(np.int64)] = True
 
-    matched = np.zeros(len(unique_hashes), dtype=bool)
-    examples: list[dict] = []
-    scanned = 0
-    for path in train_paths:
+    def scan(path: Path) -> tuple[np.ndarray, list[dict], int]:
+        """(indices of the val windows found in this shard, first hits, positions scanned)."""
         tokens = shard_tokens(path)
+        found_parts, hits, scanned = [], [], 0
         for start in range(0, max(0, len(tokens) - window + 1), _CHUNK_TOKENS):
             chunk = np.asarray(tokens[start : start + _CHUNK_TOKENS + window - 1])
             hashes = window_hashes(chunk, window)
@@ -337,16 +342,29 @@ def find_val_in_train(
                 found = hashes[candidates]
                 index = np.clip(np.searchsorted(unique_hashes, found), 0, len(unique_hashes) - 1)
                 hit = unique_hashes[index] == found
-                matched[index[hit]] = True
-                for position, val_index in zip(candidates[hit][: max_examples - len(examples)], index[hit]):
-                    examples.append({
-                        "val_offset": int(unique_positions[val_index]),
-                        "train_shard": path.name,
-                        "train_offset": int(start + position),
-                    })
+                found_parts.append(np.unique(index[hit]))
+                for position, val_index in zip(candidates[hit][: max(0, max_examples - len(hits))], index[hit]):
+                    hits.append({"val_offset": int(unique_positions[val_index]), "train_shard": path.name,
+                                 "train_offset": int(start + position)})
             scanned += len(hashes)
-        if progress is not None:
-            progress(f"fingerprint: {path.name} scanned, {int(matched.sum())} val windows found so far")
+        indices = np.unique(np.concatenate(found_parts)) if found_parts else np.zeros(0, np.int64)
+        return indices, hits, scanned
+
+    matched = np.zeros(len(unique_hashes), dtype=bool)
+    examples: list[dict] = []
+    scanned = 0
+    # numpy releases the GIL in its loops: shards hash in parallel threads (memory: one
+    # chunk's temporaries per thread).
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(threads or os.cpu_count() or 1, 8, len(train_paths) or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, (indices, hits, count) in zip(train_paths, pool.map(scan, train_paths)):
+            matched[indices] = True
+            examples.extend(hits[: max(0, max_examples - len(examples))])
+            scanned += count
+            if progress is not None:
+                progress(f"fingerprint: {path.name} scanned, {int(matched.sum())} val windows found so far")
     return Overlap(window, stride, len(unique_hashes), int(matched.sum()), scanned, examples)
 
 
