@@ -432,11 +432,13 @@ def build_optimizers(model: GPT, config: Config, device: torch.device) -> tuple[
 
 # -----------------------------------------------------------------------------
 # Artifact: int8 per-row quantization (fp16 row scales, the challenge's clipping), the tied
-# embedding in fp16, small tensors in fp32; torch.save, then zlib level 9 and zstd level 22.
+# embedding and small matrices in fp16, the per-layer scalars in fp32; torch.save, then zlib
+# level 9 and zstd level 22.
 # Artifact bytes = code bytes + the smaller compressed blob.
 
 INT8_CLIP_Q = 99.99984 / 100.0
-KEEP_FLOAT_MAX_NUMEL = 65_536
+KEEP_FLOAT_MAX_NUMEL = 65_536  # smaller matrices are stored in fp16
+CONTROL_TENSORS = ("attn_scales", "mlp_scales", "resid_mixes", "q_gains", "skip_weights")  # stored in fp32
 
 
 def quantize_rows(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -452,12 +454,14 @@ def quantize_state_dict(state_dict: dict[str, Tensor]) -> dict[str, dict[str, Te
     quantized, scales, kept = {}, {}, {}
     for name, tensor in state_dict.items():
         t = tensor.detach().cpu().contiguous()
-        if name == "tok_emb.weight":
+        if not t.is_floating_point():
+            kept[name] = t
+        elif name in CONTROL_TENSORS:
+            kept[name] = t.float()
+        elif name == "tok_emb.weight" or t.ndim != 2 or t.numel() <= KEEP_FLOAT_MAX_NUMEL:
             kept[name] = t.to(torch.float16)
-        elif t.ndim == 2 and t.numel() > KEEP_FLOAT_MAX_NUMEL and t.is_floating_point():
-            quantized[name], scales[name] = quantize_rows(t)
         else:
-            kept[name] = t.float() if t.is_floating_point() else t
+            quantized[name], scales[name] = quantize_rows(t)
     return {"int8": quantized, "scales": scales, "kept": kept}
 
 

@@ -177,11 +177,12 @@ def test_inits_follow_pr341():
 def test_quantize_dequantize_error_bound():
     """Per element: at most half a quantization step of its row (the stored fp16 scale, about
     max(clip / 127, 1 / 127)) plus what clipping at the 99.99984th percentile cut off; per row an
-    RMS error under 1.5% of the row's std. The embedding is stored as fp16, small tensors exactly."""
+    RMS error under 1.5% of the row's std. The embedding and small matrices are stored as fp16,
+    the per-layer scalars exactly."""
     generator = torch.Generator().manual_seed(0)
     weights = torch.randn(300, 512, generator=generator) * torch.linspace(0.5, 4.0, 300)[:, None]
     state = {"blocks.0.mlp.fc.weight": weights, "tok_emb.weight": torch.randn(64, 32, generator=generator),
-             "attn_scales": torch.randn(22, 32, generator=generator)}
+             "attn_scales": torch.randn(22, 32, generator=generator), "blocks.0.attn.c_k.weight": torch.randn(8, 32, generator=generator)}
     quantized = T.quantize_state_dict(state)
     assert set(quantized["int8"]) == {"blocks.0.mlp.fc.weight"}
     restored = T.dequantize_state_dict(quantized)
@@ -195,6 +196,7 @@ def test_quantize_dequantize_error_bound():
     assert relative < 0.015
     assert torch.equal(restored["tok_emb.weight"], state["tok_emb.weight"].half().float())
     assert torch.equal(restored["attn_scales"], state["attn_scales"])
+    assert torch.equal(restored["blocks.0.attn.c_k.weight"], state["blocks.0.attn.c_k.weight"].half().float())
 
 
 class HandTokenizer:
