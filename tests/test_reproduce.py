@@ -302,6 +302,29 @@ def test_torchrun_commands_single_and_multi_node():
     assert launch.Topology(8, 2, 2, "h:1").validate() == "--node-rank must be between 0 and 1"
 
 
+def test_progress_display_plain_and_tty():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    plain, terminal = io.StringIO(), Terminal()
+    for stream in (plain, terminal):
+        progress = launch.Progress(42, stream, max_train_seconds=600.0, interval=3600.0)
+        progress.feed("step:100/20000 train_loss:3.2100 train_time:60000ms step_avg:600.00ms\n")
+        progress.feed("step:200/20000 train_loss:3.1000 train_time:120000ms step_avg:600.00ms\n")
+        progress.feed("final_int8_zlib_roundtrip_exact val_loss:2.1 val_bpb:1.25\n")
+        progress.close()
+    # Plain: the first step line, then only forced lines (the interval has not passed).
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("[seed 42] training step 100/20000 train_time 60.0s loss 3.2100 ETA(train) 9m00s")
+    assert lines[1].startswith("[seed 42] evaluated step 200/20000")
+    # A terminal: one line redrawn in place.
+    assert terminal.getvalue().count("\r\x1b[2K") == 3 and terminal.getvalue().endswith("\n")
+
+
 def test_cli_dry_run_prints_commands_and_starts_nothing(data_root, tmp_path):
     from auditor.cli import app
 
@@ -315,6 +338,15 @@ def test_cli_dry_run_prints_commands_and_starts_nothing(data_root, tmp_path):
     assert "SEED=7" in report["commands"][1] and "--nproc-per-node=2" in report["commands"][1]
     assert "torch.distributed.run --standalone" in report["commands"][0]
     assert not run_dir.exists()
+
+
+def test_data_found_at_the_scripts_default_path(data_root, tmp_path, monkeypatch):
+    (tmp_path / "data").symlink_to(data_root)  # ./data/datasets/tiny, ./data/tokenizers/tiny.model
+    monkeypatch.chdir(tmp_path)
+    result = reproduce(TINY, gpus=2, seeds=[42], dry_run=True, progress=None)
+    assert result.verdict == DRY_RUN, result.to_text()
+    assert Path(result.dataset.data_dir) == (data_root / "datasets" / "tiny").resolve()
+    assert Path(result.dataset.tokenizer) == (data_root / "tokenizers" / "tiny.model").resolve()
 
 
 def test_cli_bad_input_exits_2_without_traceback(tmp_path):

@@ -192,7 +192,7 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.max_train_seconds = max_train_seconds
         self.interval = interval
-        self._last_print = 0.0
+        self._last_print: float | None = None
 
     def feed(self, line: str) -> None:
         match = _STEP.search(line)
@@ -217,7 +217,7 @@ class Progress:
             if self.tty:
                 self.stream.write("\r\x1b[2K" + text)
                 self.stream.flush()
-            elif force or now - self._last_print >= self.interval:
+            elif force or self._last_print is None or now - self._last_print >= self.interval:
                 self.stream.write(text + "\n")
                 self.stream.flush()
                 self._last_print = now

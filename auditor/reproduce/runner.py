@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -102,17 +103,24 @@ def reproduce(
     seed_list = list(seeds) if seeds else (list(claimed.seeds) or list(DEFAULT_SEEDS))
 
     # The dataset and the tokenizer.
-    data_source = data or _existing_abs(run_env.get("DATA_PATH"), want_dir=True)
+    script_text = script.read_text(encoding="utf-8", errors="replace") if script else ""
+    # The README's (or log's) path where it exists here, else the script's default.
+    data_settings = [v for v in (run_env.get("DATA_PATH"), _script_default(script_text, "DATA_PATH")) if v]
+    data_setting = next((v for v in data_settings if _existing(v, want_dir=True)), data_settings[0] if data_settings else None)
+    tokenizer_settings = [v for v in (run_env.get("TOKENIZER_PATH"), _script_default(script_text, "TOKENIZER_PATH")) if v]
+    tokenizer_setting = next((v for v in tokenizer_settings if _existing(v, want_dir=False)),
+                             tokenizer_settings[0] if tokenizer_settings else None)
+    data_source = data or _existing(data_setting, want_dir=True)
     if data_source is None:
-        return _error(result, "no dataset: pass --data DIR (the folder with fineweb_train_*.bin and fineweb_val_*.bin)")
+        return _error(result, "no dataset: pass --data DIR (the folder with fineweb_train_*.bin and fineweb_val_*.bin)"
+                      + (f"; the script's {data_setting} is not here" if data_setting else ""))
     try:
-        data_dir = resolve_data_dir(data_source, Path(run_env.get("DATA_PATH", "")).name or None)
+        data_dir = resolve_data_dir(data_source, Path(data_setting).name if data_setting else None)
     except DatasetError as exc:
         return _error(result, str(exc))
     tokenizer_path = Path(tokenizer).expanduser().resolve() if tokenizer else (
-        _existing_abs(run_env.get("TOKENIZER_PATH"), want_dir=False)
-        or find_tokenizer(data_dir, Path(run_env.get("TOKENIZER_PATH", "")).name or None))
-    script_text = script.read_text(encoding="utf-8", errors="replace") if script else ""
+        _existing(tokenizer_setting, want_dir=False)
+        or find_tokenizer(data_dir, Path(tokenizer_setting).name if tokenizer_setting else None))
     vocab = script_vocab_size(script_text, {**run_env, **overrides})
     say = (lambda message: print(message, file=stream, flush=True)) if stream is not None else None
     dataset = check_dataset(data_dir, tokenizer_path, vocab, fingerprint=fingerprint and not dry_run, progress=say)
@@ -241,11 +249,20 @@ def _error(result: ReproduceResult, message: str) -> ReproduceResult:
     return result
 
 
-def _existing_abs(value: str | None, want_dir: bool) -> Path | None:
-    if not value or not os.path.isabs(value):
+def _existing(value: str | None, want_dir: bool) -> Path | None:
+    """The setting's path when it exists (absolute, or relative to the current directory)."""
+    if not value:
         return None
-    path = Path(value)
+    path = Path(value).expanduser().resolve()
     return path if (path.is_dir() if want_dir else path.is_file()) else None
+
+
+def _script_default(script_text: str, name: str) -> str | None:
+    """The default of `os.environ.get("NAME", "...")` (or a config field of that name) in the script."""
+    match = re.search(r"""["']%s["']\s*,\s*["']([^"'\n]+)["']""" % name, script_text)
+    if match is None:
+        match = re.search(r"""^\s*%s\s*:\s*str\s*=\s*["']([^"'\n]+)["']""" % name.lower(), script_text, re.M)
+    return match.group(1) if match else None
 
 
 def _launch_mode(sandbox: str, topology: launch.Topology, devices: int) -> tuple[str | None, str]:
