@@ -72,7 +72,7 @@ def test_flagged_review_cites_the_line_with_a_permalink_excerpt_rule_and_ruling(
     assert printed.startswith("# ngram-target-in-key")
     assert "```text\n" + printed + "\n```" in md
     assert rule_doc("ngram-target-in-key").summary in md
-    assert "Issue #1017; PRs #779, #688" in md
+    assert "Rulings cited: Issue #1017; PRs #779, #688" in md
     blocks = fenced_blocks(md)
     assert len(blocks) == 2  # one excerpt per violation
     for fence, lines in blocks:

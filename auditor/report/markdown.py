@@ -177,7 +177,7 @@ def _ruling_line(rule_id: str) -> str:
     if doc.prs:
         parts.append("PRs " + ", ".join(f"#{n}" if "-" not in n else f"#{n.split('-')[0]}-#{n.split('-')[1]}"
                                          for n in doc.prs))
-    return "Ruling: " + ("; ".join(parts) if parts else "see the rule text") + " (openai/parameter-golf)."
+    return "Rulings cited: " + ("; ".join(parts) if parts else "see the rule text") + " (openai/parameter-golf)."
 
 
 def _violation(index: int, finding: FindingView, context: ReviewContext, with_rule_text: bool = True) -> list[str]:
