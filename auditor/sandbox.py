@@ -566,7 +566,13 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple
     for host, dest in spec.readonly_binds:
         args += ["--ro-bind", host, dest]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    tmpfs_dirs = list(dict.fromkeys(spec.tmpfs))
+    # Run as root, the sandbox's uid maps to the host's uid 0, which /proc/sys lets write
+    # sysctls (kernel.core_pattern!) without any capability: read-only, as /proc/irq and
+    # /proc/bus already are. /dev gets a bounded /dev/shm and is read-only otherwise.
+    if os.path.isdir("/proc/sys"):
+        args += ["--ro-bind", "/proc/sys", "/proc/sys"]
+    args += ["--size", str(spec.tmpfs_size), "--tmpfs", "/dev/shm"]
+    tmpfs_dirs = list(dict.fromkeys(d for d in spec.tmpfs if d != "/dev/shm"))
     for dest in tmpfs_dirs:
         args += ["--size", str(spec.tmpfs_size), "--tmpfs", dest]
     made_dirs: set[str] = set(tmpfs_dirs)
@@ -602,7 +608,7 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple
         args += ["--seccomp", str(fd)]
     if not spec.reaper:
         args.append("--as-pid-1")
-    args += ["--remount-ro", "/", "--chdir", spec.workdir]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", spec.workdir]
     notes = [f"{len(skipped)} files not copied (not regular files any more)"] if skipped else []
     return args, notes
 

@@ -185,6 +185,11 @@ def test_host_secrets_files_are_invisible(tmp_path, marker):
     assert not (set(seen.get("root_entries", [])) & (host_root - needed))
 
 
+def test_kernel_settings_are_read_only(tmp_path, marker):
+    # As root, the sandbox's uid is the host's uid 0 underneath: /proc/sys must be read-only.
+    assert report(smoke(make_record(tmp_path, "sysctl_write", marker=marker))) == {"opened": []}
+
+
 def test_classify_cache_cannot_be_poisoned(tmp_path, marker, monkeypatch):
     cache = tmp_path / "cache"
     cache.mkdir()
