@@ -59,6 +59,8 @@ class Taint:
     globals: dict[str, set[str]] = field(default_factory=dict)
     # Per function, the code of subscripts that read a target (one position ahead).
     target_exprs: dict[Function, set[str]] = field(default_factory=dict)
+    # Per function, names that hold a target wherever they are read (a loss's target argument).
+    target_names: dict[Function, set[str]] = field(default_factory=dict)
     local_names: dict[Function, set[str]] = field(default_factory=dict)
 
     def of(self, function: Function, kind: str) -> set[str]:
@@ -91,6 +93,9 @@ class _Flow:
         kinds = set(static)
         targets = self.taint.target_exprs.get(function)
         if targets and not targets.isdisjoint(subscripts):
+            kinds.add(TARGET)
+        marked = self.taint.target_names.get(function)
+        if marked and not marked.isdisjoint(names):
             kinds.add(TARGET)
         fields = self.taint.fields
         if fields:
@@ -249,7 +254,7 @@ class _Flow:
                 for node in nodes[function]:
                     if not isinstance(node, ast.Call):
                         continue
-                    for callee in self._callees(node):
+                    for callee in self._callees(node, function):
                         positions = target_params.get(callee)
                         if not positions:
                             continue
@@ -263,13 +268,25 @@ class _Flow:
             if not grown:
                 break
 
-    def _callees(self, call: ast.Call) -> list[Function]:
+    def _callees(self, call: ast.Call, caller: Function) -> list[Function]:
         name = call_name(call)
         callees = self.index.resolve(name) if name else []
-        if not callees and isinstance(call.func, (ast.Name, ast.Attribute)):
+        if not callees and self._calls_an_object(call, caller):
             # `model(x, t)` calls the module's forward (a library method name, kept by renames)
             callees = [f for f in self.index.resolve("forward") if f.cls is not None]
         return callees
+
+    def _calls_an_object(self, call: ast.Call, caller: Function) -> bool:
+        """A call of a model the submission holds in a variable (`model(x, t)`), not of a
+        library function, a builtin, an imported name or a submodule (`self.mlp(x)`)."""
+        func = call.func
+        if isinstance(func, ast.Name):
+            chain = caller
+            while chain is not None:
+                if func.id in self._locals(chain) and chain.qualname != MODULE_SCOPE:
+                    return True
+                chain = chain.parent
+        return False
 
     def _mark_target(self, function: Function, expr: ast.AST, target_params: dict) -> bool:
         grown = False
@@ -288,6 +305,7 @@ class _Flow:
             else:
                 root = root.value
         if isinstance(root, ast.Name):
+            self.taint.target_names.setdefault(function, set()).add(root.id)
             before = len(self.taint.names.get(function, {}).get(TARGET, ()))
             self.add(function, TARGET, root.id)
             self.add(function, TARGET, root.id, intrinsic=True)

@@ -296,10 +296,10 @@ def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Functio
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
             continue
-        elif _leaf(_name(func)) in trainers and (node.args or trainers[_leaf(_name(func))].parent is function):
+        elif _leaf(_name(func)) in trainers and (node.args or _is_closure_of(trainers[_leaf(_name(func))], function)):
             # a trainer handed validation data, or a closure of this function that trains
             # on what it reads from here
-            if trainers[_leaf(_name(func))].parent is function or any(
+            if _is_closure_of(trainers[_leaf(_name(func))], function) or any(
                     VAL in analysis.kinds(function, arg.value, scope) for arg in node.args):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
@@ -309,6 +309,10 @@ def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Functio
             loops, no_grad = _context(node, scope)
             events.append(Event(node, scope.lines(node)[0], loops, no_grad))
     return events, via
+
+
+def _is_closure_of(inner: Function, outer: Function) -> bool:
+    return inner.parent is outer and outer.qualname != "<module>"
 
 
 def _function_is_val(analysis: Analysis, function: Function) -> bool:

@@ -3,9 +3,9 @@
 Calibration (GPTQ and the like) is recognised by what it does, not by its name: it
 collects activation statistics from forward passes, through forward hooks
 (`register_forward_hook`) or by accumulating second moments of activations
-(`H += x.T @ x`, `H.addmm_(x.t(), x)`). Functions that hand data to such a collector are
-calibration code too. A calibration call is a call into that code from outside it; its
-data kinds are those of its arguments and of the data the calibration code opens itself.
+(`H += x.T @ x`, `H.addmm_(x.t(), x)`). A calibration call is a call of such a collector;
+its data kinds are those of its arguments there (a wrapper's parameters carry what its
+callers passed in) and of the data the collector opens itself.
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ def _collects(function: Function) -> bool:
 
 
 def calibration_functions(analysis: Analysis) -> set[Function]:
-    """Collectors (with their hooks' enclosing functions), and functions that hand their
-    own parameters to one (wrappers: `quantize(model, loader)` -> `collect(model, loader)`)."""
+    """Collectors, with the functions their hooks are nested in."""
     def compute() -> set[Function]:
         found = set()
         for function in analysis.index.functions:
@@ -72,42 +71,28 @@ def calibration_functions(analysis: Analysis) -> set[Function]:
                 while chain is not None and chain.qualname != "<module>":
                     found.add(chain)  # a hook nested in a collector: the collector too
                     chain = chain.parent
-        for _ in range(3):
-            grown = False
-            names = {f.name for f in found}
-            for function in analysis.index.functions:
-                if function in found or function.qualname == "<module>" or not function.params:
-                    continue
-                params = set(function.params) - {"self"}
-                for node in own_nodes(function):
-                    if isinstance(node, ast.Call) and call_name(node) in names and any(
-                            isinstance(n, ast.Name) and n.id in params
-                            for arg in [*node.args, *(k.value for k in node.keywords)] for n in ast.walk(arg)):
-                        found.add(function)
-                        grown = True
-                        break
-            if not grown:
-                break
         return found
     return analysis.memo("calibration-functions", compute)
 
 
 def _find_calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
+    """Every call of a collector, with the data its arguments carry there (parameters carry
+    what callers passed in, so a wrapper's call shows the caller's data) and the data the
+    collector opens itself."""
     code = calibration_functions(analysis)
     names = {f.name for f in code}
     found = []
     for function in analysis.index.functions:
-        if function in code:
-            continue  # calls inside the calibration code itself are its internals
         for node in own_nodes(function):
             if isinstance(node, ast.Call) and call_name(node) in names:
+                callees = [c for c in analysis.index.resolve(call_name(node)) if c in code and c is not function]
+                if not callees:
+                    continue
                 kinds = set()
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
                     kinds |= analysis.kinds(function, arg, line=node.lineno)
-                for callee in analysis.index.resolve(call_name(node)):
-                    if callee in code:
-                        # calibration code that opens its own loader on the training files
-                        kinds |= _opened_by(analysis, callee, code)
+                for callee in callees:
+                    kinds |= _opened_by(analysis, callee, code)
                 found.append(CalibrationCall(function, node, kinds - {"target"}))
     return found
 

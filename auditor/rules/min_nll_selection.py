@@ -42,9 +42,10 @@ class MinNllSelection(Rule):
                 args = [a.value for a in node.args]
                 if sum(loss_on_tokens(a) for a in args) < 1:
                     continue
-                # a running minimum kept for the score: `best = min(best, nll)`
+                # a running minimum kept for the score: `best = min(best, nll)`, not a bound
+                # on positions (`end = min(start + L, n)` then `toks[start:end]`)
                 kept = _assigned_by(scope, node)
-                if kept & (score | {n for a in args for n in _names(a)}) and kept & score:
+                if kept & score and not kept & _index_names(scope):
                     yield self.hit(scope, node, self._message(function, scope.code(node)))
             elif isinstance(node, cst.If) and isinstance(node.test, cst.Comparison):
                 comparison = node.test
@@ -131,13 +132,36 @@ def _names(node: cst.CSTNode) -> set[str]:
     return found
 
 
+def _index_names(scope) -> set[str]:
+    """Names used as positions: slice bounds (`toks[start:end]`) or arithmetic indices
+    (`toks[end - 1]`), not boolean masks (`nll[nll < inf]`)."""
+    found = set()
+    for node in scope.walk():
+        if isinstance(node, cst.Slice):
+            for bound in (node.lower, node.upper):
+                if bound is not None:
+                    found |= _names(bound)
+        elif isinstance(node, cst.Index) and isinstance(node.value, (cst.Name, cst.BinaryOperation)):
+            found |= _names(node.value)
+    return found
+
+
 def _target_roots(stmt: cst.CSTNode) -> set[str]:
+    """Names a statement writes: `best` of `best = ...` and of `best[idx] = ...`."""
     targets = []
     if isinstance(stmt, cst.Assign):
         targets = [t.target for t in stmt.targets]
     elif isinstance(stmt, (cst.AugAssign, cst.AnnAssign)):
         targets = [stmt.target]
-    return {n for t in targets for n in _names(t)}
+    found = set()
+    for target in targets:
+        elements = [e.value for e in target.elements] if isinstance(target, (cst.Tuple, cst.List)) else [target]
+        for node in elements:
+            while isinstance(node, (cst.Subscript, cst.Attribute)):
+                node = node.value
+            if isinstance(node, cst.Name):
+                found.add(node.value)
+    return found
 
 
 def _assigned_by(scope, node: cst.CSTNode) -> set[str]:

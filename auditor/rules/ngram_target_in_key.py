@@ -54,11 +54,36 @@ class NgramTargetInKey(Rule):
                 key = node.slice[0].slice.value
                 if isinstance(key, cst.Tuple) and len(key.elements) >= 2:
                     parts = [e.value for e in key.elements]
-            if not parts or not target_and_context(parts):
+            if not parts:
+                continue
+            extends = isinstance(node, cst.BinaryOperation) and self._extends_a_key(analysis, scope, node)
+            if not (extends or target_and_context(parts)):
                 continue
             if not self._used_for_lookup(scope, node):
                 continue  # an insert after scoring: the key of a count, legal
             yield self.hit(scope, node, self._message(function, scope.code(node)))
+
+    @staticmethod
+    def _extends_a_key(analysis, scope, node) -> bool:
+        """`full = ctx ^ (tok * P)` where `ctx` is itself a key here: the two keys read the
+        count of context+token and of context, i.e. the probability of that very token (the
+        realized one; a full distribution would combine the context with every candidate of
+        the vocabulary, not with tokens of the stream). A rolling update `h = h * P ^ tok`
+        replaces the key and is not this."""
+        function = scope.function
+        statement = _statement_of(scope, node)
+        assigned = _assigned_names(statement)
+        for base, other in ((node.left, node.right), (node.right, node.left)):
+            if any(isinstance(n, (cst.Subscript, cst.Call)) for n in _walk(base)):
+                continue  # tokens read here are parts of a key being built, not a key
+            roots = _roots(base)
+            if not roots or roots & assigned:
+                continue
+            if VAL not in analysis.kinds(function, other, scope) or VAL not in analysis.kinds(function, base, scope):
+                continue
+            if _used_as_key_elsewhere(scope, roots, statement):
+                return True
+        return False
 
     @staticmethod
     def _used_for_lookup(scope, node) -> bool:
@@ -74,7 +99,9 @@ class NgramTargetInKey(Rule):
                 names = {full_name(t.target) for t in parent.targets if isinstance(t.target, cst.Name)}
                 if not names:
                     return not any(isinstance(t.target, cst.Subscript) for t in parent.targets)
-                return any(_reads_name(scope, n, names) for n in scope.walk())
+                returned = {n.value for r in scope.walk() if isinstance(r, cst.Return) and r.value is not None
+                            for n in _walk(r.value) if isinstance(n, cst.Name)}
+                return bool(names & returned) or any(_reads_name(scope, n, names) for n in scope.walk())
             current, parent = parent, scope.parent(parent)
         return True
 
@@ -134,6 +161,48 @@ def _library_hash(analysis, node) -> bool:
     if "hash" not in name.lower():
         return False
     return not analysis.index.resolve(name.rsplit(".", 1)[-1])
+
+
+def _statement_of(scope, node):
+    current = node
+    while current is not None and not isinstance(current, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+        current = scope.parent(current)
+    return current
+
+
+def _assigned_names(statement) -> set[str]:
+    found = set()
+    for small in getattr(statement, "body", []) if isinstance(statement, cst.SimpleStatementLine) else []:
+        if isinstance(small, cst.Assign):
+            for target in small.targets:
+                found |= _roots(target.target)
+        elif isinstance(small, cst.AugAssign):
+            found |= _roots(small.target)
+    return found
+
+
+def _roots(node) -> set[str]:
+    return {n.value for n in _walk(node) if isinstance(n, cst.Name)}
+
+
+def _used_as_key_elsewhere(scope, roots: set[str], statement) -> bool:
+    """Whether one of `roots` indexes a table, or makes a key that is returned or indexes
+    one, in a statement other than `statement`."""
+    keys = set(roots)
+    returned: set[str] = set()
+    for node in scope.walk():
+        if isinstance(node, cst.Return) and node.value is not None:
+            returned |= _roots(node.value)
+    for node in scope.walk():
+        if isinstance(node, cst.Assign) and _statement_of(scope, node) is not statement and _roots(node.value) & roots:
+            for target in node.targets:
+                keys |= _roots(target.target)
+    for node in scope.walk():
+        if _statement_of(scope, node) is statement:
+            continue
+        if isinstance(node, cst.SubscriptElement) and _roots(node.slice) & keys:
+            return True
+    return bool((keys - roots) & returned)
 
 
 def _reads_name(scope, node, names: set[str]) -> bool:

@@ -70,8 +70,19 @@ class NgramUnnormalized(Rule):
                 return [side.args[0].value for side in sides]
         if isinstance(node, cst.Call) and LOG_MIX.search(full_name(node.func)):
             func = node.func
-            receiver = [func.value] if isinstance(func, cst.Attribute) and not full_name(func).startswith(("torch.", "np.", "numpy.")) else []
-            return receiver + [a.value for a in node.args]
+            library = full_name(func).startswith(("torch.", "np.", "numpy.", "math.", "scipy."))
+            receiver = [func.value] if isinstance(func, cst.Attribute) and not library else []
+            operands = receiver + [a.value for a in node.args if a.keyword is None]
+            if full_name(func).endswith("logsumexp") and operands:
+                # a log-sum-exp over one tensor normalizes it; a mixture stacks components
+                first = operands[0]
+                if isinstance(first, (cst.List, cst.Tuple)):
+                    return [e.value for e in first.elements]
+                if isinstance(first, cst.Call) and full_name(first.func).rsplit(".", 1)[-1] in ("stack", "cat") \
+                        and first.args and isinstance(first.args[0].value, (cst.List, cst.Tuple)):
+                    return [e.value for e in first.args[0].value.elements]
+                return []
+            return operands
         return []
 
     VALID = [

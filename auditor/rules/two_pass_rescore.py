@@ -241,9 +241,48 @@ def _pass_events(rule, analysis, scope, writers):
     for node in scope.walk():
         if rule._insert(analysis, scope, node, writers):
             inserts.append((scope.lines(node)[0], _loops_of(node, scope), node, _table_of(node)))
-        elif _score_event(node, scope, score_names, accumulating, analysis):
+        elif _score_event(node, scope, score_names, accumulating, analysis) or _scoring_call(
+                analysis, scope, node, score_names):
             scores.append((scope.lines(node)[0], _loops_of(node, scope), node, ""))
     return inserts, scores
+
+
+def _scoring_call(analysis, scope, node, score_names) -> bool:
+    """`loss, bpb = evaluate(...)`: a value of the report taken from a function that scores."""
+    if not isinstance(node, cst.Assign) or not isinstance(node.value, cst.Call):
+        return False
+    targets = {n.value for t in node.targets for n in _walk_names(t.target)}
+    if not targets & score_names:
+        return False
+    scorers = analysis.memo("scoring-functions", lambda: _scoring_functions(analysis))
+    return _leaf(full_name(node.value.func)) in scorers
+
+
+def _scoring_functions(analysis) -> set[str]:
+    """Functions that add losses in place into values that reach the report."""
+    found = set()
+    for function in analysis.index.functions:
+        score = analysis.score.of(function)
+        if not score or not analysis.taint.of(function, VAL):
+            continue
+        for node in own_nodes(function):
+            if isinstance(node, ast.AugAssign):
+                target = node.target
+                while isinstance(target, (ast.Subscript, ast.Attribute)):
+                    target = target.value
+                if isinstance(target, ast.Name) and target.id in score:
+                    found.add(function.name)
+                    break
+    return found
+
+
+def _walk_names(node):
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            yield current
+        stack.extend(current.children)
 
 
 def _loops_of(node, scope):
@@ -269,6 +308,9 @@ def _writes_table(function) -> bool:
     for node in own_nodes(function):
         if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
             return True
+    calls = {call_name(n) for n in own_nodes(function) if isinstance(n, ast.Call)}
+    if "bincount" in calls and any(isinstance(n, ast.AugAssign) for n in own_nodes(function)):
+        return True  # counts = np.bincount(keys, minlength=n); table += counts
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
                 node.func.attr in _TABLE_METHODS or ast.unparse(node.func).endswith("add.at")):
             return True
@@ -276,9 +318,18 @@ def _writes_table(function) -> bool:
 
 
 def _table_writers(analysis) -> set[str]:
-    """The submission's functions that write into a table (a cache's insert or build)."""
-    return analysis.memo("table-writers", lambda: {
-        f.name for f in analysis.index.functions if f.qualname != "<module>" and _writes_table(f)})
+    """The submission's functions that write into a table (a cache's insert or build),
+    directly or through a helper they call (`build` -> `_add_counts`)."""
+    def compute() -> set[str]:
+        functions = [f for f in analysis.index.functions if f.qualname != "<module>"]
+        found = {f.name for f in functions if _writes_table(f)}
+        for _ in range(3):
+            grown = {f.name for f in functions if f.name not in found and _called_names(f) & found}
+            if not grown:
+                break
+            found |= grown
+        return found
+    return analysis.memo("table-writers", compute)
 
 
 def _table_of(node) -> str:

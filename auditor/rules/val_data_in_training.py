@@ -78,6 +78,7 @@ class ValDataInTraining(Rule):
                               "(rulings on 168, 275)")
                     break
         yield from _targets_matched_to_stored_tokens(analysis)
+        yield from _run_configuration_trains_on_val(analysis)
         yield from _val_copied_to_train(analysis)
         yield from self._sibling_scripts(analysis)
 
@@ -130,6 +131,42 @@ def _targets_matched_to_stored_tokens(analysis):
                           f"(`{ast.unparse(node)[:60]}`): validation targets carried in the artifact (a paid prefix; "
                           "rulings on 168, 275)")
                 break
+
+
+# A shell step of the README that copies or links files: `ln -s SRC DST`, `cp SRC DST`.
+_SHELL_COPY = re.compile(r"^[ \t$>]*(?:sudo[ \t]+)?(?:ln|cp|mv|rsync)[ \t]([^\n|;&]{1,500})", re.M)
+
+
+def _run_configuration_trains_on_val(analysis):
+    """The run configuration points training at validation shards: the README copies or
+    links a val shard to a train shard name, or sets a variable whose default is the
+    training split to a validation pattern (Issue #2127's doubled data paths)."""
+    from auditor.analysis.flow import _string_kinds
+
+    module = analysis.index.module_scope(analysis.main)
+    submission = analysis.submission
+    readme = submission.readme_text if submission is not None else ""
+    for match in _SHELL_COPY.finditer(readme):
+        words = [w for w in match.group(1).split() if not w.startswith("-")]
+        if len(words) >= 2 and VAL in _string_kinds(" ".join(words[:-1])) and TRAIN in _string_kinds(words[-1]):
+            line = readme.count("\n", 0, match.start()) + 1
+            hit = Hit(module, 1, 1, f"the README's run steps copy validation shards to training shard names "
+                                    f"(README line {line}: `{match.group(0).strip()[:80]}`), so the model trains on "
+                                    "validation tokens (rulings on 44, 64; challenge README)")
+            hit.always_live = True
+            yield hit
+            break
+    for variable, value in analysis.config.run.env.items():
+        setting = analysis.config.env_settings.get(variable)
+        if setting is None or VAL not in _string_kinds(value):
+            continue
+        default = " ".join(n.value for n in ast.walk(setting.expr) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+        if TRAIN in _string_kinds(default):
+            hit = Hit(module, setting.line, setting.line,
+                      f"the run configuration sets {variable}={value[:60]}, a validation pattern, where the script "
+                      "reads its training shards, so the model trains on validation tokens (rulings on 44, 152)")
+            hit.always_live = True
+            yield hit
 
 
 def _defining_value(function, node: ast.AST) -> ast.AST:
