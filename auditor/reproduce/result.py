@@ -157,6 +157,7 @@ class ReproduceResult:
     config_source: str = "defaults"
     run_env: dict = field(default_factory=dict)  # what the submission's configuration sets
     dataset: object | None = None  # DatasetReport
+    claims: dict = field(default_factory=dict)  # what the submission claims (verdict.Claimed.to_json())
     calibration: Calibration | None = None
     seeds: list[SeedOutcome] = field(default_factory=list)
     mean: MeanComparison | None = None
@@ -185,6 +186,7 @@ class ReproduceResult:
             "hardware": self.hardware.to_json() if self.hardware else None,
             "run_configuration": {"source": self.config_source, "env": dict(self.run_env)},
             "dataset": self.dataset.to_json() if self.dataset is not None else None,
+            "claims": dict(self.claims),
             "calibration": self.calibration.to_json() if self.calibration else None,
             "limits": dict(self.limits),
             "seeds": [seed.to_json() for seed in self.seeds],

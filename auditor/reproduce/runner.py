@@ -100,6 +100,7 @@ def reproduce(
     except Exception as exc:  # noqa: BLE001 - unreadable claims never stop a rerun
         claimed = Claimed(notes=[f"claims not read: {exc}"])
     result.notes.extend(claimed.notes)
+    result.claims = claimed.to_json()
     seed_list = list(seeds) if seeds else (list(claimed.seeds) or list(DEFAULT_SEEDS))
 
     # The dataset and the tokenizer.
@@ -133,19 +134,7 @@ def reproduce(
     result.run_dir = str(run_root)
     threads = overrides.get("OMP_NUM_THREADS") or run_env.get("OMP_NUM_THREADS")
 
-    if dry_run:
-        for seed in seed_list:
-            seed_env = launch.seed_environment(os.environ, run_env, overrides, seed, str(data_dir),
-                                               str(tokenizer_path) if tokenizer_path else None,
-                                               str(run_root / "home"), "<marker>")
-            command = launch.torchrun_command(script.name, topology, submission.root.name, seed, python)
-            result.commands.append(f"# seed {seed}\n    " + launch.shell_line(command, seed_env, str(run_root / "record")))
-        result.notes.append("each seed runs in a fresh temporary copy of RUN_DIR/record; nothing was started")
-        result.verdict = DRY_RUN if dataset.ok else FAILED
-        if not dataset.ok:
-            result.error = "dataset: " + "; ".join(c.message for c in dataset.failures)
-        return result
-    if not dataset.ok:
+    if not dry_run and not dataset.ok:
         return _error(result, "dataset: " + "; ".join(c.message for c in dataset.failures))
 
     hardware = detect_hardware(gpus, nodes)
@@ -154,6 +143,28 @@ def reproduce(
     if mode is None:
         return _error(result, why)
     result.notes.append(why)
+
+    if dry_run:
+        for seed in seed_list:
+            if mode == "bwrap":
+                seed_env, _dropped = launch.sandbox_environment(
+                    run_env, overrides, seed, tokenizer_path.name if tokenizer_path else None, "<marker>", threads)
+                line = (f"bwrap [namespaces; {data_dir} at {launch.SANDBOX_DATA}; the record copy at "
+                        f"{launch.SANDBOX_WORKDIR}] -- ")
+                cwd = launch.SANDBOX_WORKDIR
+            else:
+                seed_env = launch.seed_environment(os.environ, run_env, overrides, seed, str(data_dir),
+                                                   str(tokenizer_path) if tokenizer_path else None,
+                                                   str(run_root / "home"), "<marker>")
+                line, cwd = "", str(run_root / "record")
+            command = launch.torchrun_command(str(script.relative_to(submission.root)), topology,
+                                              submission.root.name, seed, python)
+            result.commands.append(f"# seed {seed}\n    " + line + launch.shell_line(command, seed_env, cwd))
+        result.notes.append("each seed runs in a fresh temporary copy of RUN_DIR/record; nothing was started")
+        result.verdict = DRY_RUN if dataset.ok else FAILED
+        if not dataset.ok:
+            result.error = "dataset: " + "; ".join(c.message for c in dataset.failures)
+        return result
 
     run_root.mkdir(parents=True, exist_ok=True)
     record = run_root / "record"
@@ -216,6 +227,7 @@ def judge_run_dir(run_dir: str | Path, claims_path: str | Path, limits: Limits |
     except SourceError as exc:
         return _error(result, str(exc))
     claimed = read_claimed(submission)
+    result.claims = claimed.to_json()
     hardware_json = report.get("hardware") or {}
     hardware = Hardware(hardware_json.get("description", "unknown"), hardware_json.get("device_count", 0),
                         bool(hardware_json.get("is_8xh100")))

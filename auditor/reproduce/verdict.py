@@ -216,7 +216,9 @@ def judge_seed(
         return outcome
     if outcome.stopped_by == "wall-limit":
         outcome.failure_kind = "timeout"
-        reasons.append(f"stopped at the wall limit after {outcome.wall_s:.0f} s (every process of the run ended)")
+        reasons.append(f"stopped at the wall limit after {outcome.wall_s:.0f} s (every process of the run ended)"
+                       + ("" if hardware is None or hardware.is_reference else
+                          f"; on {hardware.description}, not 8xH100: raise --wall-limit for slower hardware"))
         verdicts.append(OVER_LIMIT)
     elif outcome.stopped_by == "interrupt":
         outcome.failure_kind = "interrupted"
