@@ -601,9 +601,9 @@ class _Evaluator:
         return decode_text(read_bytes_checked(path), what=path.name)
 
 
-def _import_aliases(tree: ast.Module) -> dict[str, str]:
+def _import_aliases(tree: ast.Module, nodes: list[ast.AST] | None = None) -> dict[str, str]:
     aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in nodes if nodes is not None else ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 aliases[alias.asname or alias.name] = alias.name.split(".")[0]
@@ -617,14 +617,14 @@ _EXEC_BUILTINS = ("exec", "eval")
 _BUILTINS_MODULES = ("builtins", "__builtin__", "__builtins__")
 
 
-def _exec_names(tree: ast.Module, aliases: dict[str, str]) -> set[str]:
+def _exec_names(nodes: list[ast.AST], aliases: dict[str, str]) -> set[str]:
     """Names that stand for exec/eval: the builtins and their aliases (`run = exec`,
     `from builtins import exec as run`, `go = builtins.exec`)."""
     names = set(_EXEC_BUILTINS)
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module in _BUILTINS_MODULES:
             names.update(a.asname or a.name for a in node.names if a.name in _EXEC_BUILTINS)
-    assigns = [n for n in ast.walk(tree) if isinstance(n, ast.Assign)]
+    assigns = [n for n in nodes if isinstance(n, ast.Assign)]
     grown = True
     while grown:  # run = exec; go = run
         grown = False
@@ -653,6 +653,18 @@ def _is_exec_ref(node: ast.expr, names: set[str], aliases: dict[str, str]) -> bo
     return False
 
 
+def _module_scope_nodes(tree: ast.Module) -> list[ast.AST]:
+    """The nodes of module scope: everything but the insides of functions, lambdas and classes."""
+    nodes: list[ast.AST] = []
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
 def _is_stub(tree: ast.Module) -> bool:
     """A packer stub: a few statements beside its imports (a real script has hundreds)."""
     body = tree.body[1:] if tree.body and _is_docstring(tree.body[0]) else tree.body
@@ -673,18 +685,22 @@ def find_exec_payload(tree: ast.Module, folder: Path, budget: UnpackBudget | Non
     would call it clean.
     """
     budget = budget or UnpackBudget()
-    aliases = _import_aliases(tree)
-    callers = _exec_names(tree, aliases)
-    calls = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
-                    and _is_exec_ref(node.func, callers, aliases)), key=lambda call: call.lineno)
     stub = _is_stub(tree)
-    if not stub:  # in a real script only a module-level exec replaces the code we judge
+    # One walk, every pass below filters its list. In a real script only a module-level
+    # exec replaces the code we judge, and names it uses are bound at module scope: the
+    # walk skips function and class bodies (most of a 3,000-line script).
+    nodes = list(ast.walk(tree)) if stub else _module_scope_nodes(tree)
+    aliases = _import_aliases(tree, nodes)
+    callers = _exec_names(nodes, aliases)
+    calls = sorted((node for node in nodes if isinstance(node, ast.Call) and node.args
+                    and _is_exec_ref(node.func, callers, aliases)), key=lambda call: call.lineno)
+    if not stub:
         top = {id(s.value) for s in tree.body if isinstance(s, ast.Expr)}
         calls = [call for call in calls if id(call) in top]
     if not calls:
         return None
     names: dict[str, list[tuple[int, ast.expr]]] = {}
-    for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Assign)), key=lambda n: n.lineno):
+    for node in sorted((n for n in nodes if isinstance(n, ast.Assign)), key=lambda n: n.lineno):
         if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             names.setdefault(node.targets[0].id, []).append((node.lineno, node.value))
     failure = ""

@@ -39,6 +39,7 @@ class Submission:
     run_config: RunConfig = field(default_factory=RunConfig)
     is_record_folder: bool = False
     files: FileReader = field(default_factory=FileReader, repr=False, compare=False)
+    _source: Source | SourceError | None = field(default=None, repr=False, compare=False)
 
     def reading(self):
         """Make this submission's reader the one every bounded read goes through."""
@@ -79,11 +80,18 @@ class Submission:
             return read_bytes_checked(path, MAX_LOG_BYTES)
 
     def source(self) -> Source:
-        """The main script, unpacked (raises SourceError with the reason)."""
+        """The main script, unpacked (raises SourceError with the reason); read once."""
         if self.script is None:
             raise SourceError(f"no main script found in {self.root}")
-        with self.reading():
-            return read_source(self.script)
+        if self._source is None:
+            with self.reading():
+                try:
+                    self._source = read_source(self.script)
+                except SourceError as exc:
+                    self._source = exc
+        if isinstance(self._source, SourceError):
+            raise SourceError(str(self._source))
+        return self._source
 
     def sibling_scripts(self) -> list[Path]:
         """The .py files beside the main script (helpers, exec'd files, data prep)."""
