@@ -12,7 +12,11 @@ Legal and illegal twins of each rule family; the verdict must come from what the
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -90,3 +94,43 @@ def test_fixture_identifiers_are_neutral(case):
     assert "val_loss:" in main
     assert "val_bpb:" in main
     assert "fineweb_val_" in main + "".join(p.read_text() for p in (NEUTRAL / case).glob("*.py"))
+
+
+RUN_EVERY_CASE = """
+import contextlib, io, json, os, runpy, sys
+import numpy as np
+data = sys.argv[1]
+rng = np.random.default_rng(0)
+for name, n in (("fineweb_train_000000.bin", 4000), ("fineweb_val_000000.bin", 1500)):
+    head = np.zeros(256, dtype="<i4")
+    head[:3] = (20240520, 1, n)
+    with open(os.path.join(data, name), "wb") as f:
+        f.write(head.tobytes() + rng.integers(0, 1024, n).astype("<u2").tobytes())
+np.save(os.path.join(data, "piece_bytes.npy"), rng.integers(1, 5, 1024).astype(np.float64))
+out = {}
+for folder in sys.argv[2:]:
+    for module in ("kit", "sources"):
+        sys.modules.pop(module, None)
+    sys.path.insert(0, folder)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        runpy.run_path(os.path.join(folder, "train_gpt.py"), run_name="__main__")
+    sys.path.remove(folder)
+    out[os.path.basename(folder)] = buffer.getvalue()
+print(json.dumps(out))
+"""
+
+
+def test_every_case_runs_on_tiny_shards(tmp_path):
+    """The fixtures are real programs: each trains and reports on a few thousand synthetic
+    tokens (one interpreter for all, so torch is imported once)."""
+    env = dict(os.environ, DATA_PATH=str(tmp_path), OMP_NUM_THREADS="1", MAX_WALLCLOCK_SECONDS="0.2", GPTQ_RESERVE_SECONDS="0.1",
+               MODEL_DIM="16", NUM_LAYERS="1", TRAIN_SEQ_LEN="32")
+    cases = [str(NEUTRAL / case) for case in sorted(EXPECTED)]
+    out = subprocess.run([sys.executable, "-c", RUN_EVERY_CASE, str(tmp_path), *cases],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    printed = json.loads(out.stdout.splitlines()[-1])
+    assert sorted(printed) == sorted(EXPECTED)
+    for case, text in printed.items():
+        assert re.search(r"val_loss:\d+\.\d{4} val_bpb:\d+\.\d{4}", text), (case, text)
