@@ -246,6 +246,7 @@ class Inventory:
     named_strings: set[str] = field(default_factory=set)  # names spelled whole in getattr/argparse strings
     pattern_tokens: set[str] = field(default_factory=set)  # tokens of name-pattern strings
     plain_strings: set[str] = field(default_factory=set)  # identifier-shaped plain string literals
+    module_level: set[str] = field(default_factory=set)  # names assigned at module level
 
 
 def _dotted_ast(node: ast.expr) -> str | None:
@@ -369,6 +370,8 @@ class Collector(ast.NodeVisitor):
             self.inv.defined.add(node.id)
             if self.in_class_body():
                 self.inv.members.add(node.id)
+            elif not self.frames:
+                self.inv.module_level.add(node.id)
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.name:
@@ -426,7 +429,11 @@ def rename_plan(files: Files, siblings: set[str], keep: set[str], seed: int) -> 
     for tree in trees.values():
         Collector(inv).visit(tree)
     protected = set(KEEP_ALWAYS) | set(dir(builtins)) | inv.imported | inv.sibling_aliases | siblings
-    protected |= inv.named_strings | {k.lower() for k in keep} | set(keep)
+    protected |= inv.named_strings
+    # configuration the README or logs spell (`ttt_epochs: 3`, `TTT_EPOCHS=3`) names settings:
+    # class fields, attributes and module constants; a local `loss` a log also prints is renamed
+    spelled = {k.lower() for k in keep}
+    protected |= {n for n in inv.members | inv.module_level if n.lower() in spelled}
     protected |= {n for n in inv.defined | inv.members if n.startswith("__") and n.endswith("__")}
     library = library_attributes()
     for attr in inv.members:

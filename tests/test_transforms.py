@@ -280,7 +280,10 @@ def test_rename_keeps_library_attributes_patterns_and_configured_fields():
         assert kept in text, kept
     for gone in ("Hyperparameters", "hidden_size", "Block", "gate", "(epochs)"):
         assert gone not in text, gone
-    assert "ttt_epochs" not in rename(TORCH)["train_gpt.py"].replace("TTT_EPOCHS", "").replace("TTT_EPOCHS", "")
+    assert "ttt_epochs" not in rename(TORCH)["train_gpt.py"].replace("TTT_EPOCHS", "")
+    # a log that prints `epochs: 2` or `err: 0.3` names no setting: locals are still renamed
+    logged = rename(TORCH, keep={"ttt_epochs", "epochs", "err", "hidden_size"})["train_gpt.py"]
+    assert "(epochs)" not in logged and "err" not in logged and "hidden_size = 8" in logged.replace("TTT_EPOCHS", "")
 
 
 def test_structural_transforms_change_the_shape():
