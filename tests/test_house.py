@@ -127,3 +127,27 @@ def test_declared_feature_promotion_reads_the_typed_dormancy(tmp_path, kind, mes
     promote_declared_features(load_submission(folder), findings)
     after = findings[("ttt-train-before-score", 3)]
     assert (after.severity, after.counted_as_run is not None) == (("violation", True) if promoted else ("dormant", False))
+
+
+def test_json_output_is_valid_whatever_the_results_hold():
+    from auditor.claims.checks import ClaimsResult
+    from auditor.report.json import results_json
+
+    result = ClaimsResult("rec", measured={"mean_val_bpb": float("nan"), "inf": float("inf")})
+    result.add("val_bpb", "warning", "a log says nan", claimed=float("nan"), observed=10**5000)
+    text = results_json([result])
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    [entry] = data["results"]
+    assert entry["measured"] == {"mean_val_bpb": "nan", "inf": "inf"}
+    assert entry["findings"][0]["claimed"] == "nan"
+    assert entry["findings"][0]["observed"] == "a number too long to print"
+
+
+def test_claims_text_escapes_control_characters(tmp_path):
+    from auditor.report.text import claims_text
+
+    folder = tmp_path / "rec\x1b[31m"
+    folder.mkdir()
+    (folder / "submission.json").write_text(json.dumps({"val_bpb": "1.2\x1b]0;title\x07"}))
+    text = claims_text([check_claims(folder)])
+    assert "\x1b" not in text and "\x07" not in text and "rec\\x1b[31m" in text
