@@ -642,6 +642,8 @@ class _Uses(cst.CSTVisitor):
         self._store(node.target)
         if self.depth == 0:
             self.loop_depth += 1
+            if node.asynchronous is not None:
+                self.unsafe.append("async for")
 
     def leave_For(self, node):
         if self.depth == 0:
@@ -654,6 +656,10 @@ class _Uses(cst.CSTVisitor):
     def leave_While(self, node):
         if self.depth == 0:
             self.loop_depth -= 1
+
+    def visit_With(self, node):
+        if self.depth == 0 and node.asynchronous is not None:
+            self.unsafe.append("async with")
 
     def visit_WithItem(self, node):
         if node.asname is not None:

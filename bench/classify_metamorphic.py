@@ -2,6 +2,7 @@
 
     python bench/classify_metamorphic.py MIRROR [--sample 300] [--labels FILE] [--only PRS]
         [--transforms rename,extract,while,wrap] [--write DIR] [--jobs 2] [--seed 0] [--at REV]
+        [--no-labels]
 
 MIRROR is the bare git mirror of openai/parameter-golf that the library's `fetch` gives.
 Inputs: every labels-dev row (its record folder at head_sha) and a deterministic sample of
@@ -127,6 +128,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=300, help="unique PR-head train_gpt.py files (0: none)")
     parser.add_argument("--labels", type=Path, default=REPO.parent / "shared/corpus/labels-dev.tsv")
     parser.add_argument("--only", help="comma-separated labels-dev PR numbers")
+    parser.add_argument("--no-labels", action="store_true", help="only the PR-head sample")
     parser.add_argument("--transforms", default=",".join(ALL_TRANSFORMS))
     parser.add_argument("--write", type=Path, help="keep originals and twins in this folder")
     parser.add_argument("--jobs", type=int, default=2)
@@ -153,7 +155,7 @@ def main() -> int:
     library_attributes()  # computed once here; forked workers inherit it
     print(f"auditor snapshot of {version}; transforms: {','.join(transforms)}")
 
-    labels = list(csv.DictReader(args.labels.open(), delimiter="\t"))
+    labels = [] if args.no_labels else list(csv.DictReader(args.labels.open(), delimiter="\t"))
     if args.only:
         wanted = set(args.only.split(","))
         labels = [r for r in labels if r["pr"] in wanted]
