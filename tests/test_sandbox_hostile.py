@@ -444,3 +444,21 @@ def test_concurrent_runs_keep_their_own_descriptors(tmp_path):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, range(12)))
     assert results == [(f"result-{i}".encode(), f"out-{i}\n") for i in range(12)]
+
+
+def test_the_sandbox_is_not_root_on_the_host(tmp_path):
+    """A file the sandbox makes in a writable bind belongs to an unprivileged host user, even
+    when the auditor runs as root (bwrap alone would map the sandbox onto host uid 0)."""
+    from auditor.sandbox import HOST_UID, SandboxSpec, allowlisted_environment, run_sandboxed
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    env, _ = allowlisted_environment({})
+    spec = SandboxSpec(argv=[os.path.realpath(sys.executable), "-S", "-c", "open('/w/made', 'w').write('x')"],
+                       workdir="/tmp", env=env, readonly_binds=python_binds(), writable_binds=[(str(shared), "/w")],
+                       timeout_s=30, result_channel=False)
+    outcome = run_sandboxed(spec, tmp_path / "out.txt", tmp_path / "err.txt")
+    assert outcome.returncode == 0, outcome.stderr_tail
+    expected = HOST_UID if os.geteuid() == 0 else os.geteuid()
+    assert (shared / "made").stat().st_uid == expected
+    assert expected != 0
