@@ -82,3 +82,19 @@ def test_rule_doc_reads_the_rule_module():
     assert "779" in doc.ruling
     assert doc.illegal_example == textwrap.dedent(rule.INVALID[0]).strip()
     assert doc.legal_example == textwrap.dedent(rule.VALID[0]).strip()
+
+
+def test_classify_sarif_is_json_with_the_finding():
+    out = runner.invoke(app, ["classify", "--no-cache", "-f", "sarif", str(ROOT / "fixtures/classify/slot_scored.py")])
+    log = json.loads(out.stdout)
+    assert out.exit_code == 1 and log["version"] == "2.1.0"
+    assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["slot-scored-region"]
+
+
+def test_check_claims_takes_a_loaded_submission():
+    from auditor import check_claims, load_submission
+
+    folder = ROOT / "fixtures" / "claims" / "wrong_mean"
+    loaded = check_claims(load_submission(folder, mode="folder"))
+    assert loaded.to_json() == check_claims(folder).to_json()
+    assert loaded.violations

@@ -130,13 +130,16 @@ def _main_code_size(run: LogRun) -> int | None:
 
 
 def check_claims(
-    path: Path | str,
+    path: Path | str | Submission,
     sota_bpb: float | None = None,
     sota_dir: Path | str | None = None,
     track: str = "auto",
 ) -> ClaimsResult:
-    """Check one record folder. Never raises for bad input: errors become findings or `.error`."""
-    path = Path(path)
+    """Check one record folder (a path, or a Submission already loaded in folder mode, so a
+    caller that also classifies reads each file once). Never raises for bad input: errors
+    become findings or `.error`."""
+    loaded = path if isinstance(path, Submission) else None
+    path = loaded.root if loaded is not None else Path(path)
     result = ClaimsResult(path=str(path))
     if not path.exists():
         result.error, result.error_kind = f"{path} does not exist", "input"
@@ -145,7 +148,7 @@ def check_claims(
         result.error, result.error_kind = f"{path} is not a folder (claims checks a record folder)", "input"
         return result
     try:
-        submission = load_submission(path, mode="folder")
+        submission = loaded or load_submission(path, mode="folder")
         with submission.reading():
             _check(result, submission, path, sota_bpb, sota_dir, track)
     except SourceError as exc:
