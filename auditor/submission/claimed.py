@@ -82,14 +82,6 @@ class JsonClaims:
         }
 
 
-def find_submission_json(folder: Path, known: Path | None) -> Path | None:
-    """submission.json, else the one `submission*.json` a PR named differently."""
-    if known is not None:
-        return known
-    candidates = sorted(p for p in folder.glob("submission*.json") if p.is_file())
-    return candidates[0] if len(candidates) >= 1 else None
-
-
 def load_json_text(path: Path) -> dict | list:
     return parse_json_bytes(read_bytes_checked(path), path.name)
 
