@@ -390,9 +390,13 @@ class _Flow:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             # obj.method(tainted) taints obj: cache.update(val_tokens), buf.extend(...)
             call = node.value
-            if isinstance(call.func, ast.Attribute) and call.func.attr in _MUTATORS and call.args:
-                owner = dotted(call.func.value)
-                if owner:
+            # (torch's in-place methods end in "_": x.bitwise_xor_(v), x.index_add_(0, i, v))
+            if isinstance(call.func, ast.Attribute) and call.args and (
+                    call.func.attr in _MUTATORS or (call.func.attr.endswith("_") and not call.func.attr.startswith("_"))):
+                owner = call.func.value
+                while isinstance(owner, ast.Subscript):
+                    owner = owner.value  # t[:, k:].bitwise_xor_(v) writes into t
+                if dotted(owner):
                     for arg in call.args:
                         self._assign(function, arg, call.func.value)
 
