@@ -132,6 +132,24 @@ def test_a_crashing_worker_costs_one_verdict(tmp_path, monkeypatch, jobs):
     assert "SIGSEGV" in results[1].error and results[1].error_kind == "internal"
 
 
+def test_a_hanging_worker_costs_one_verdict(monkeypatch):
+    import auditor.classify.runner as runner_module
+
+    real = runner_module.classify_one
+    stuck = str(FIX / "slot_scored.py")
+
+    def hang_on_stuck(path, use_cache=True):
+        if str(path) == stuck:
+            time.sleep(600)
+        return real(path, use_cache)
+
+    monkeypatch.setattr(runner_module, "classify_one", hang_on_stuck)
+    started = time.monotonic()
+    results = classify_paths([stuck, str(FIX / "ttt_pre_eval.py")], jobs=2, use_cache=False, timeout=5)
+    assert [r.verdict for r in results] == ["error", "flag"]
+    assert "took over 5 s" in results[0].error and time.monotonic() - started < 30
+
+
 # --- quadratic text ------------------------------------------------------------------------
 
 

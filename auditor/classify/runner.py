@@ -65,28 +65,35 @@ def classify_paths(paths: list[str | Path], jobs: int = 1, use_cache: bool = Tru
     results: list[ClassifyResult | None] = [None] * len(paths)
     waiting = list(enumerate(paths))[::-1]
     running: dict[int, tuple] = {}
-    while waiting or running:
-        while waiting and len(running) < max(jobs, 1):
-            index, path = waiting.pop()
-            receive, send = context.Pipe(duplex=False)
-            process = context.Process(target=_child, args=(send, path, use_cache), daemon=True)
-            process.start()
-            send.close()
-            running[index] = (process, receive, time.monotonic())
-        ready = multiprocessing.connection.wait([entry[1] for entry in running.values()], timeout=1.0)
-        for index, (process, receive, started) in list(running.items()):
-            if receive in ready:
-                try:
-                    results[index] = ClassifyResult.from_json(receive.recv())
-                except (EOFError, OSError):
-                    process.join(5)
-                    results[index] = internal_error(paths[index], "", _death(process))
-            elif time.monotonic() - started > timeout:
-                process.kill()
-                results[index] = internal_error(paths[index], "", f"the analysis took over {timeout:.0f} s")
-            else:
-                continue
-            receive.close()
+    try:
+        while waiting or running:
+            while waiting and len(running) < max(jobs, 1):
+                index, path = waiting.pop()
+                receive, send = context.Pipe(duplex=False)
+                # Not a daemon: a caller that is itself a pool worker may still run batches.
+                process = context.Process(target=_child, args=(send, path, use_cache))
+                process.start()
+                send.close()
+                running[index] = (process, receive, time.monotonic())
+            ready = multiprocessing.connection.wait([entry[1] for entry in running.values()], timeout=1.0)
+            for index, (process, receive, started) in list(running.items()):
+                if receive in ready:
+                    try:
+                        results[index] = ClassifyResult.from_json(receive.recv())
+                    except (EOFError, OSError):
+                        process.join(5)
+                        results[index] = internal_error(paths[index], "", _death(process))
+                elif time.monotonic() - started > timeout:
+                    process.kill()
+                    results[index] = internal_error(paths[index], "", f"the analysis took over {timeout:.0f} s")
+                else:
+                    continue
+                receive.close()
+                process.join(5)
+                del running[index]
+    finally:  # interrupted: no worker outlives the batch
+        for process, receive, _started in running.values():
+            process.kill()
             process.join(5)
-            del running[index]
+            receive.close()
     return results  # type: ignore[return-value]
