@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="reference-throughput-") as tmp:
         data = args.data
         if data is None:
+            sys.path.insert(0, str(ROOT))  # the auditor package, installed or not
             from auditor.data.synth import synthesize
 
             data = Path(tmp) / "data"
