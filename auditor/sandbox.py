@@ -608,7 +608,9 @@ def _preexec(limits: ResourceLimits, cgroup_procs: Optional[str], open_files: in
     HOST_UID when root. Only plain system calls here: the parent may have threads."""
     nproc = None
     uid = HOST_UID if host_user is not None else os.geteuid()
-    if uid != 0:  # root ignores RLIMIT_NPROC; the cgroup covers that case
+    # RLIMIT_NPROC counts every process of the uid on the host (concurrent runs included):
+    # only where no pids cgroup bounds this run, and never for root (which it ignores).
+    if uid != 0 and cgroup_procs is None:
         nproc = limits.max_processes + len(_pids_where(lambda pid: os.stat(f"/proc/{pid}").st_uid == uid))
 
     def apply() -> None:
