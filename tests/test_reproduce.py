@@ -58,7 +58,7 @@ def data_root(tmp_path_factory) -> Path:
 def reproduced(data_root, tmp_path_factory):
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
-    result = reproduce(TINY, gpus=2, seeds=[42, 1337], data=data_root, run_dir=run_dir,
+    result = reproduce(TINY, gpus=2, seeds=[42, 1337], data=data_root, run_dir=run_dir, sandbox="none",
                        env={**THREADS, "AUDITOR_TEST_MARKER": marker}, progress=None)
     return result, marker
 
@@ -156,7 +156,7 @@ def test_wall_limit_stops_every_process(data_root, tmp_path):
     seed = result.seeds[0]
     assert result.verdict == OVER_LIMIT, result.to_text()
     assert seed.failure_kind == "timeout" and seed.stopped_by == "wall-limit"
-    assert "step:50/100000000" in Path(seed.log).read_text()  # the workers were training when stopped
+    assert "model_params:10400" in Path(seed.log).read_text()  # the workers were running when stopped
     assert survivors(marker) == []
 
 
@@ -167,15 +167,50 @@ def test_crashing_script_fails_with_its_log_tail(data_root, tmp_path):
     script.write_text(script.read_text().replace(
         "        step += 1\n", "        step += 1\n        if step == 3:\n            raise RuntimeError('planted crash')\n"))
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
+    # Under bubblewrap (where this machine has it): the data and tokenizer binds work up to the crash.
     result = reproduce(crashing, gpus=2, seeds=[42], data=data_root, run_dir=tmp_path / "run", fingerprint=False,
-                       sandbox="none", progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+                       progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
     seed = result.seeds[0]
     assert result.verdict == FAILED and seed.verdict == FAILED, result.to_text()
     assert seed.failure_kind == "crash"
     assert "worker error: RuntimeError: planted crash" in seed.reasons
     assert "ChildFailedError" in seed.log_tail  # torchrun's own report ends the log
+    assert "step:40/40" not in seed.log_tail and "4.5475" not in seed.log_tail
+    if launch.sandbox_available():
+        assert any(reason.startswith("sandbox: bwrap") for reason in seed.reasons)
     assert result.exit_code == 2
     assert "planted crash" in result.to_text()
+    assert survivors(marker) == []
+
+
+def test_two_nodes_meet_through_c10d_and_node0_judges(data_root, tmp_path):
+    """Two torchrun agents on this machine, one process each, rendezvous on 127.0.0.1 (c10d)."""
+    import socket
+    import threading
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    marker = f"REPRO_TEST_{uuid.uuid4().hex}"
+    results = {}
+
+    def node(rank: int) -> None:
+        results[rank] = reproduce(TINY, gpus=1, nodes=2, node_rank=rank, rdzv=f"127.0.0.1:{port}", seeds=[42],
+                                  data=data_root, run_dir=tmp_path / "shared", fingerprint=False, progress=None,
+                                  wall_limit_s=120, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+
+    threads = [threading.Thread(target=node, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first, second = results[0], results[1]
+    assert first.verdict == REPRODUCED, first.to_text()
+    # World size 2 over two nodes gives the claims of world size 2 on one node, to the digit.
+    assert first.seeds[0].val_bpb == first.seeds[0].claimed_val_bpb == 4.30758336
+    assert second.verdict == "NOT-JUDGED" and second.seeds[0].returncode == 0
+    assert "--rdzv-backend=c10d" in first.seeds[0].command and "--node-rank=1" in second.seeds[0].command
+    assert Path(first.run_dir) == tmp_path / "shared" / "node0"
     assert survivors(marker) == []
 
 

@@ -166,19 +166,23 @@ def reproduce(
             result.error = "dataset: " + "; ".join(c.message for c in dataset.failures)
         return result
 
-    run_root.mkdir(parents=True, exist_ok=True)
-    record = run_root / "record"
+    # Several nodes share RUN_DIR (the same --run-dir on shared storage); each keeps its
+    # logs and report under RUN_DIR/nodeR.
+    shared_root = run_root if nodes > 1 else None
+    node_root = run_root / f"node{node_rank}" if nodes > 1 else run_root
+    node_root.mkdir(parents=True, exist_ok=True)
+    record = node_root / "record"
     if not record.exists():
         shutil.copytree(submission.root, record, symlinks=True,
-                        ignore=shutil.ignore_patterns("reproduce-runs", "__pycache__"))
-    home = run_root / "home"
+                        ignore=shutil.ignore_patterns("reproduce-runs", "__pycache__", "node[0-9]*", "work-seed*"))
+    home = node_root / "home"
     home.mkdir(exist_ok=True)
     script_bytes = (record / script.relative_to(submission.root)).stat().st_size
 
     factor = None
     if not hardware.is_reference:
         if calibrate:
-            result.calibration = _calibrate(run_root, topology, data_dir, tokenizer_path, overrides, mode, wall_limit_s,
+            result.calibration = _calibrate(node_root, topology, data_dir, tokenizer_path, overrides, mode, wall_limit_s,
                                             grace_s, stream, python)
             factor = result.calibration.factor
         else:
@@ -188,11 +192,14 @@ def reproduce(
     context = _SeedContext(record, script.relative_to(submission.root), topology, data_dir, tokenizer_path, run_env,
                            overrides, home, mode, wall_limit_s, grace_s, stream, python, submission.root.name, threads)
     for seed in seed_list:
-        outcome, log_text, log_path, written, launch_error = _run_seed(context, run_root / f"seed_{seed}", seed)
+        outcome, log_text, log_path, written, launch_error = _run_seed(context, node_root / f"seed_{seed}", seed,
+                                                                       shared_root, node_rank)
         result.commands.append(outcome.command)
         if node_rank > 0:
             outcome.verdict = NOT_JUDGED if outcome.returncode == 0 else FAILED
-            outcome.failure_kind = None if outcome.returncode == 0 else "crash"
+            outcome.failure_kind = None if outcome.returncode == 0 else "launch-error" if launch_error else "crash"
+            if launch_error:
+                outcome.reasons.append(launch_error)
             outcome.reasons.append(f"node rank {node_rank}: the score is printed and judged on node 0")
             outcome.log_tail = "\n".join(log_text.splitlines()[-40:])
         else:
@@ -201,7 +208,8 @@ def reproduce(
         result.seeds.append(outcome)
     result.mean = compare_mean(result.seeds, claimed) if node_rank == 0 else None
     result.verdict = overall_verdict(result.seeds, result.mean)
-    _write_reports(result, run_root)
+    result.run_dir = str(node_root)
+    _write_reports(result, node_root)
     return result
 
 
@@ -293,7 +301,8 @@ def _launch_mode(sandbox: str, topology: launch.Topology, devices: int) -> tuple
         return "bwrap", f"launcher: {tool}, network namespace with loopback only"
     if sandbox == "bwrap":
         return None, "--sandbox bwrap: cannot sandbox this run: " + "; ".join(blockers)
-    return "process-group", ("launcher: process group with an allowlisted environment and a temporary copy, "
+    copy = "a working copy under RUN_DIR shared by the nodes" if topology.nodes > 1 else "a temporary copy"
+    return "process-group", (f"launcher: process group with an allowlisted environment and {copy}, "
                              "not sandboxed: " + "; ".join(blockers))
 
 
@@ -340,26 +349,70 @@ def _launch_seed(context: _SeedContext, work: Path, seed_dir: Path, seed: int, e
     return outcome, line, []
 
 
-def _run_seed(context: _SeedContext, seed_dir: Path, seed: int
+SHARED_WAIT_S = 300.0  # how long another node waits for node 0's copy of the record
+
+
+def _shared_work_dir(shared_root: Path, node_rank: int, seed: int, record: Path) -> Path:
+    """The seed's working directory on storage all nodes share (multi-node).
+
+    The records' scripts write the artifact on rank 0 and read it back on every rank, so
+    every node must run in the same folder: node 0 copies the record there and marks it
+    ready; the other nodes wait for the mark.
+    """
+    work = shared_root / f"work-seed{seed}"
+    ready = shared_root / f"work-seed{seed}.ready"
+    if node_rank == 0:
+        ready.unlink(missing_ok=True)
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(record, work, symlinks=True)
+        ready.write_text("ready\n")
+        return work
+    deadline = time.monotonic() + SHARED_WAIT_S
+    while not ready.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"node 0 did not prepare {work} within {SHARED_WAIT_S:.0f} s: every node needs the "
+                               "same --run-dir on storage they share")
+        time.sleep(1.0)
+    return work
+
+
+def _run_seed(context: _SeedContext, seed_dir: Path, seed: int, shared_root: Path | None = None, node_rank: int = 0
               ) -> tuple[SeedOutcome, str, Path, list[Path], str | None]:
-    """(outcome with the launch facts, log text, log path, files the run wrote, launch error)."""
+    """(outcome with the launch facts, log text, log path, files the run wrote, launch error).
+
+    One node: a fresh temporary copy of the record. Several nodes: a copy under
+    `shared_root` that every node uses (see _shared_work_dir).
+    """
     if seed_dir.exists():
         shutil.rmtree(seed_dir)
     seed_dir.mkdir(parents=True)
-    temp = Path(tempfile.mkdtemp(prefix=f"auditor-reproduce-seed{seed}-"))
-    work = temp / "record"
+    temp = None
+    written: list[Path] = []
     try:
-        shutil.copytree(context.record, work, symlinks=True)
-        os.chmod(temp, 0o755)
+        if shared_root is None:
+            temp = Path(tempfile.mkdtemp(prefix=f"auditor-reproduce-seed{seed}-"))
+            work = temp / "record"
+            shutil.copytree(context.record, work, symlinks=True)
+            os.chmod(temp, 0o755)
+        else:
+            try:
+                work = _shared_work_dir(shared_root, node_rank, seed, context.record)
+            except (OSError, TimeoutError) as exc:
+                outcome = launch.LaunchOutcome(None, 0.0, "launch-error", error=str(exc))
+                return (SeedOutcome(seed=seed, verdict=FAILED, log=str(seed_dir / "train.log")), "",
+                        seed_dir / "train.log", [], outcome.error)
         before = _snapshot(work)
         progress = None
         if context.stream is not None:
             limit = context.overrides.get("MAX_WALLCLOCK_SECONDS") or context.run_env.get("MAX_WALLCLOCK_SECONDS")
             progress = launch.Progress(seed, context.stream, _float(limit, 600.0))
         outcome, line, notes = _launch_seed(context, work, seed_dir, seed, progress=progress)
-        written = _keep_outputs(work, before, seed_dir / "outputs", notes)
+        if node_rank == 0:
+            written = _keep_outputs(work, before, seed_dir / "outputs", notes)
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
     log_path = seed_dir / "train.log"
     log_text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
     seed_outcome = SeedOutcome(seed=seed, verdict=FAILED, command=line, log=str(log_path),
