@@ -249,7 +249,10 @@ def test_val_documents_in_train_are_caught(tmp_path):
     failed = {check.name: check for check in report.failures}
     assert list(failed) == ["val-in-train"]
     assert "validation documents in the training data" in failed["val-in-train"].message
-    assert failed["val-in-train"].details["matched_windows"] > 0.05 * failed["val-in-train"].details["val_windows"]
+    details = failed["val-in-train"].details
+    assert details["copied_documents"] == 20 and details["judged_documents"] == 150
+    assert "20 of 150 validation documents (13.3%) have half or more" in failed["val-in-train"].message
+    assert details["matched_windows"] > 0.05 * details["val_windows"]
     # reproduce() stops before starting anything, with the reason.
     result = reproduce(TINY, gpus=2, data=tmp_path / "leaky", run_dir=tmp_path / "run", progress=None)
     assert result.verdict == FAILED and result.seeds == []
@@ -261,6 +264,7 @@ def test_clean_dataset_has_no_overlap(data_root):
     assert report.ok, [c.message for c in report.failures]
     overlap = report.checks[-1].details
     assert overlap["matched_windows"] == 0 and overlap["val_windows"] > 1000
+    assert overlap["documents"] == 150 and overlap["copied_documents"] == 0
 
 
 def test_fingerprint_finds_a_copied_span_exactly(tmp_path):

@@ -60,6 +60,7 @@ def reproduce(
     env: Annotated[Optional[list[str]], typer.Option("--env", help="NAME=VALUE over the run configuration (repeatable).")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Off 8xH100: time the reference first, for 8xH100 estimates.")] = False,
     no_fingerprint: Annotated[bool, typer.Option("--no-fingerprint", help="Skip the val-in-train fingerprint scan.")] = False,
+    leak_threshold: Annotated[float, typer.Option("--leak-threshold", help="Share of validation documents found in train that fails the dataset.")] = 0.01,
     sandbox: Annotated[SandboxChoice, typer.Option("--sandbox", help="auto, bwrap or none.")] = SandboxChoice.auto,
     output_format: Annotated[OutputFormat, typer.Option("-f", "--format", help="text or json.")] = OutputFormat.text,
 ) -> None:
@@ -79,7 +80,8 @@ def reproduce(
         result = run_reproduce(
             path, gpus=gpus, nodes=nodes, node_rank=node_rank, rdzv=rdzv, seeds=seed_list, data=data,
             tokenizer=tokenizer, dry_run=dry_run, reference=reference, wall_limit_s=wall_limit, run_dir=run_dir,
-            env=overrides, calibrate=calibrate, fingerprint=not no_fingerprint, sandbox=sandbox.value,
+            env=overrides, calibrate=calibrate, fingerprint=not no_fingerprint, leak_fraction=leak_threshold,
+            sandbox=sandbox.value,
         )
     except KeyboardInterrupt:
         typer.echo("interrupted: every process of the run was stopped", err=True)

@@ -255,10 +255,20 @@ class Overlap:
     matched_windows: int  # of those, found somewhere in the training shards
     train_tokens_scanned: int
     examples: list[dict] = field(default_factory=list)  # {"val_offset", "train_shard", "train_offset"}
+    # Documents (split at BOS): a document counts as copied when half or more of its sampled
+    # windows occur in train; documents with fewer than 2 sampled windows are not judged.
+    documents: int = 0
+    judged_documents: int = 0
+    copied_documents: int = 0
+    copied_examples: list[int] = field(default_factory=list)  # val token offsets of copied documents
 
     @property
     def fraction(self) -> float:
         return self.matched_windows / self.val_windows if self.val_windows else 0.0
+
+    @property
+    def document_fraction(self) -> float | None:
+        return self.copied_documents / self.judged_documents if self.judged_documents else None
 
     def to_json(self) -> dict:
         return {
@@ -267,6 +277,10 @@ class Overlap:
             "val_windows": self.val_windows,
             "matched_windows": self.matched_windows,
             "fraction": round(self.fraction, 6),
+            "documents": self.documents,
+            "judged_documents": self.judged_documents,
+            "copied_documents": self.copied_documents,
+            "copied_document_offsets": list(self.copied_examples),
             "train_tokens_scanned": self.train_tokens_scanned,
             "examples": list(self.examples),
         }
@@ -309,9 +323,10 @@ def find_val_in_train(
     max_examples: int = 5,
     progress=None,
     threads: int | None = None,
+    bos_id: int | None = 1,
 ) -> Overlap:
-    """How many sampled validation windows occur verbatim in the training shards."""
-    val_hash_parts, val_offsets = [], []
+    """How many sampled validation windows (and documents) occur verbatim in the training shards."""
+    val_hash_parts, val_offsets, doc_starts = [], [], []
     val_total = sum(shard_token_count(p) for p in val_paths)
     stride = max(window, -(-val_total // max(1, max_val_windows)))
     offset = 0
@@ -320,6 +335,8 @@ def find_val_in_train(
         hashes = window_hashes(tokens, window)[::stride]
         val_hash_parts.append(hashes)
         val_offsets.append(offset + np.arange(len(hashes), dtype=np.int64) * stride)
+        if bos_id is not None:
+            doc_starts.append(offset + np.flatnonzero(np.asarray(tokens) == bos_id))
         offset += len(tokens)
     val_hashes = np.concatenate(val_hash_parts) if val_hash_parts else np.zeros(0, np.uint64)
     val_positions = np.concatenate(val_offsets) if val_offsets else np.zeros(0, np.int64)
@@ -365,7 +382,22 @@ def find_val_in_train(
             scanned += count
             if progress is not None:
                 progress(f"fingerprint: {path.name} scanned, {int(matched.sum())} val windows found so far")
-    return Overlap(window, stride, len(unique_hashes), int(matched.sum()), scanned, examples)
+    overlap = Overlap(window, stride, len(unique_hashes), int(matched.sum()), scanned, examples)
+    starts = np.concatenate(doc_starts) if doc_starts else np.zeros(0, np.int64)
+    if len(starts) >= 2 and len(val_hashes):
+        # Every sampled window (duplicates included) to its document and its match.
+        window_matched = matched[np.clip(np.searchsorted(unique_hashes, val_hashes), 0, len(unique_hashes) - 1)]
+        doc_of = np.searchsorted(starts, val_positions, side="right") - 1
+        inside = doc_of >= 0
+        counts = np.bincount(doc_of[inside], minlength=len(starts))
+        hits = np.bincount(doc_of[inside], weights=window_matched[inside], minlength=len(starts))
+        judged = counts >= 2
+        copied = judged & (hits >= 0.5 * counts)
+        overlap.documents = len(starts)
+        overlap.judged_documents = int(judged.sum())
+        overlap.copied_documents = int(copied.sum())
+        overlap.copied_examples = [int(starts[i]) for i in np.flatnonzero(copied)[:max_examples]]
+    return overlap
 
 
 # --- the whole check ----------------------------------------------------------------
@@ -427,21 +459,47 @@ def check_dataset(
     elif problems or not val:
         report.checks.append(DataCheck("val-in-train", False, "not run: the shards above are unusable"))
     else:
-        overlap = find_val_in_train([p for p in train if counts.get(p)], val, window, progress=progress)
+        overlap = find_val_in_train([p for p in train if counts.get(p)], val, window, progress=progress,
+                                    bos_id=_bos_id(tokenizer))
         details = overlap.to_json()
-        share = f"{overlap.matched_windows} of {overlap.val_windows} validation windows ({window} tokens, every " \
-                f"{overlap.val_stride}th position) occur in the training shards ({100 * overlap.fraction:.2f}%)"
-        if overlap.fraction > leak_fraction:
+        windows = (f"{overlap.matched_windows} of {overlap.val_windows} validation windows ({window} tokens, every "
+                   f"{overlap.val_stride}th position) occur in the training shards ({100 * overlap.fraction:.2f}%)")
+        limit = f"above {100 * leak_fraction:g}%"
+        if overlap.document_fraction is not None:
+            # Judged by documents: boilerplate shared by FineWeb documents is not a copy.
+            share = (f"{overlap.copied_documents} of {overlap.judged_documents} validation documents "
+                     f"({100 * overlap.document_fraction:.1f}%) have half or more of their sampled windows in the "
+                     f"training shards")
+            leaked = overlap.document_fraction > leak_fraction
+            share, windows = (f"{share}, {limit}" if leaked else share), windows
+        else:
+            share, windows = windows + (f", {limit}" if overlap.fraction > leak_fraction else ""), ""
+            leaked = overlap.fraction > leak_fraction
+        if leaked:
             first = overlap.examples[0] if overlap.examples else None
             where = (f"; e.g. val token {first['val_offset']} at {first['train_shard']} token {first['train_offset']}"
                      if first else "")
             report.checks.append(DataCheck(
                 "val-in-train", False,
-                f"validation documents in the training data: {share}, above {100 * leak_fraction:g}%{where}",
+                f"validation documents in the training data: {share}" + (f"; {windows}" if windows else "") + where,
                 details))
         else:
-            report.checks.append(DataCheck("val-in-train", True, share, details))
+            report.checks.append(DataCheck("val-in-train", True, share + (f"; {windows}" if windows else ""), details))
     return report
+
+
+def _bos_id(tokenizer: Path | str | None) -> int:
+    """The tokenizer's BOS id (documents start with it in the shards); 1, the challenge's, by default."""
+    if tokenizer is not None:
+        try:
+            import sentencepiece
+
+            processor = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer))
+            if processor.bos_id() >= 0:
+                return int(processor.bos_id())
+        except Exception:  # noqa: BLE001 - no sentencepiece, or not a model: the default
+            pass
+    return 1
 
 
 def _check_vocab(tokenizer: Path | str | None, script_vocab_size: int | None, shards: list[Path]) -> DataCheck:

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from auditor.reproduce import launch
 from auditor.reproduce.dataset import (
-    DatasetReport, check_dataset, find_tokenizer, resolve_data_dir, script_vocab_size, DatasetError,
+    LEAK_FRACTION, DatasetError, DatasetReport, check_dataset, find_tokenizer, resolve_data_dir, script_vocab_size,
 )
 from auditor.reproduce.hardware import CALIBRATION_STEPS, REFERENCE_DIR, calibration_from_log, detect_hardware
 from auditor.reproduce.result import (
@@ -53,6 +53,7 @@ def reproduce(
     env: dict[str, str] | None = None,
     calibrate: bool = False,
     fingerprint: bool = True,
+    leak_fraction: float = LEAK_FRACTION,
     sandbox: str = "auto",
     limits: Limits | None = None,
     grace_s: float = 10.0,
@@ -124,7 +125,8 @@ def reproduce(
         or find_tokenizer(data_dir, Path(tokenizer_setting).name if tokenizer_setting else None))
     vocab = script_vocab_size(script_text, {**run_env, **overrides})
     say = (lambda message: print(message, file=stream, flush=True)) if stream is not None else None
-    dataset = check_dataset(data_dir, tokenizer_path, vocab, fingerprint=fingerprint and not dry_run, progress=say)
+    dataset = check_dataset(data_dir, tokenizer_path, vocab, fingerprint=fingerprint and not dry_run,
+                            leak_fraction=leak_fraction, progress=say)
     if dry_run and fingerprint:
         dataset.checks[-1].message = "not run in a dry run (it reads every training token)"
     result.dataset = dataset
