@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.claims.logs import LogRun, Metric, parse_log_text, read_log, strip_prefix
-from auditor.claims.numbers import agree
+from auditor.submission.numbers import agree
 from auditor.reproduce.hardware import estimate
 from auditor.reproduce.result import (
     DIVERGED, FAILED, NOT_JUDGED, OVER_LIMIT, REPRODUCED, SEVERITY, Hardware, MeanComparison, SeedOutcome,
@@ -84,17 +84,11 @@ class Claimed:
 
 
 def read_claimed(submission) -> Claimed:
-    """Claims from submission.json (auditor/claims) and the submission's own train logs."""
-    from auditor.claims.submission_json import load_json_text, parse_claims
-    from auditor.source import SourceError
-
+    """Claims from submission.json (the Submission's `claimed`) and the submission's own train logs."""
     claimed = Claimed()
-    json_claims = None
-    if submission.submission_json is not None:
-        try:
-            json_claims = parse_claims(load_json_text(submission.submission_json), submission.submission_json.name)
-        except SourceError as exc:
-            claimed.notes.append(f"submission.json not read: {exc}")
+    json_claims = submission.claimed  # JsonClaims, None when absent or unreadable
+    if submission.submission_json is not None and json_claims is None:
+        claimed.notes.append(f"{submission.submission_json.name} could not be read (invalid JSON or an unknown shape)")
     log_runs: list[LogRun] = []
     for path in submission.logs:
         log_runs.extend(read_log(path).runs)
