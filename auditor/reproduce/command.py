@@ -55,7 +55,7 @@ def reproduce(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="SentencePiece .model (default: found near the data).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the dataset, print the torchrun commands and stop.")] = False,
     reference: Annotated[bool, typer.Option("--reference", help="Rerun reference_model/, the known-good baseline.")] = False,
-    wall_limit: Annotated[float, typer.Option("--wall-limit", help="Seconds per seed before the run is stopped.")] = 1500.0,
+    wall_limit: Annotated[Optional[float], typer.Option("--wall-limit", help="Seconds per seed before the run is stopped (default 1500, x 8/processes below 8).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Where logs, outputs and reports go.")] = None,
     env: Annotated[Optional[list[str]], typer.Option("--env", help="NAME=VALUE over the run configuration (repeatable).")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Off 8xH100: time the reference first, for 8xH100 estimates.")] = False,

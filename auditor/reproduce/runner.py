@@ -2,9 +2,11 @@
 
 Preparation reads the record with the same Submission reader as classify and smoke
 (its run configuration is the environment the rerun gets), checks the dataset, and copies
-the record to a run directory. Each seed then runs in a fresh temporary copy of it; the
-files it wrote (the compressed model, the script's own log) are kept under
-RUN_DIR/seed_N/ next to the captured log, and the verdict is judged from those.
+the record to a run directory. Each seed then runs in a fresh temporary copy of it (with
+several nodes: one copy under RUN_DIR that all nodes share, since the scripts read back
+rank 0's artifact on every rank); the files it wrote (the compressed model, the script's
+own log) are kept under RUN_DIR/seed_N/ next to the captured log, and the verdict is
+judged from those. `judge_run_dir()` judges an earlier run directory again.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def reproduce(
     tokenizer: str | Path | None = None,
     dry_run: bool = False,
     reference: bool = False,
-    wall_limit_s: float = DEFAULT_WALL_LIMIT_S,
+    wall_limit_s: float | None = None,
     run_dir: str | Path | None = None,
     env: dict[str, str] | None = None,
     calibrate: bool = False,
@@ -67,6 +69,8 @@ def reproduce(
     progress: a stream for the live progress display (stderr by default, None for none).
     """
     stream: TextIO | None = sys.stderr if progress is _STDERR else progress  # type: ignore[assignment]
+    if wall_limit_s is None:
+        wall_limit_s = default_wall_limit(gpus * nodes)
     limits = limits or Limits()
     overrides = dict(env or {})
     folder = REFERENCE_DIR if reference and path is None else Path(path) if path is not None else None
@@ -213,6 +217,12 @@ def reproduce(
     result.run_dir = str(node_root)
     _write_reports(result, node_root)
     return result
+
+
+def default_wall_limit(world_size: int) -> float:
+    """600 s training + 600 s evaluation + 300 s margin, scaled up for fewer than 8 processes
+    (evaluation on 1 GPU takes about 8 times as long; the script caps training itself)."""
+    return DEFAULT_WALL_LIMIT_S * max(1.0, 8 / max(1, world_size))
 
 
 def judge_run_dir(run_dir: str | Path, claims_path: str | Path, limits: Limits | None = None) -> ReproduceResult:
@@ -492,4 +502,4 @@ def _write_reports(result: ReproduceResult, run_root: Path) -> None:
         result.notes.append(f"reports not written to {run_root}: {exc.strerror}")
 
 
-__all__ = ["reproduce", "judge_run_dir", "DEFAULT_WALL_LIMIT_S", "DatasetReport"]
+__all__ = ["reproduce", "judge_run_dir", "default_wall_limit", "DEFAULT_WALL_LIMIT_S", "DatasetReport"]
