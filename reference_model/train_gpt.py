@@ -767,12 +767,14 @@ def main() -> None:
             log(f"Serialized model int8+{name}: {sizes[name]} bytes (raw_torch:{len(raw)})")
         log(f"Code size: {code_bytes} bytes")
         log(f"Total submission size int8+{codec}: {code_bytes + sizes[codec]} bytes")
-    if distributed:
-        dist.barrier()
 
-    # Round trip: evaluate the weights as the artifact stores them.
-    restored = decompress_artifact(artifact_path.read_bytes())
-    if restored != raw:
+    # Round trip: evaluate the weights as the artifact file stores them (read back by rank 0
+    # and broadcast, so that nodes need not share a file system).
+    stored = [artifact_path.read_bytes() if master else None]
+    if distributed:
+        dist.broadcast_object_list(stored, src=0)
+    restored = decompress_artifact(stored[0])
+    if master and restored != raw:
         raise RuntimeError("artifact round trip changed the bytes")
     model.load_state_dict(dequantize_state_dict(torch.load(io.BytesIO(restored), map_location="cpu")))
     model.eval()
