@@ -83,7 +83,7 @@ CITED = {
                           "ttt-train-before-score": ".backward()"},
     "two_pass_rescore.py": {"two-pass-rescore": "second = eval_val(model, val_tokens)"},
     "gptq_train_after_clock.py": {"train-data-at-eval": "collect_hessians("},
-    "gptq_on_val.py": {"val-data-in-training": "collect_hessians(model, val_tokens"},
+    "gptq_on_val.py": {"val-data-in-training": "collect_hessians(model, TokenBatches(val_tokens"},
     "ngram_dormant_flag.py": {"ngram-target-in-key": "^ (tgt * prime)"},
 }
 

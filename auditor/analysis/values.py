@@ -79,6 +79,7 @@ class _FunctionFacts:
     returns: set[str] = field(default_factory=set)  # names in return/yield expressions
     handed: list[tuple[ast.Call, list[Function]]] = field(default_factory=list)  # calls to own functions
     seeds: set[str] = field(default_factory=set)  # names in report calls / report dicts
+    reported_calls: list[Function] = field(default_factory=list)  # own functions called inside a report
 
 
 def _facts(function: Function, index: Index) -> _FunctionFacts:
@@ -118,6 +119,9 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
             if any(_text_reports(a) for a in [*node.args, *(k.value for k in node.keywords)]):
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
                     facts.seeds |= _reads(arg)
+                    # print(f"val_bpb: {evaluate(model, tokens)}"): what evaluate returns is reported
+                    for call in (n for n in ast.walk(arg) if isinstance(n, ast.Call)):
+                        facts.reported_calls.extend(index.resolve(call_name(call)))
         elif isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values):
                 if key is not None and _text_reports(key):
@@ -140,6 +144,10 @@ def compute_score(index: Index) -> Score:
         seeds = fact.seeds if score.reported else fact.returns
         for name in seeds:
             mark(function, name)
+        if score.reported:
+            for callee in fact.reported_calls:
+                for name in facts[callee].returns:
+                    mark(callee, name)
     while work:
         function, name = work.pop()
         fact = facts[function]
