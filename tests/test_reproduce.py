@@ -177,6 +177,34 @@ def test_wall_limit_stops_every_process(data_root, tmp_path):
     assert survivors(marker) == []
 
 
+def test_daemon_that_leaves_session_and_environment_is_killed(data_root, tmp_path):
+    """A worker's grandchild that calls setsid() and execs with an empty environment: only the
+    run's cgroup still knows it (made where this machine allows: root, cgroup v1 pids or v2)."""
+    probe = launch.make_cgroup(uuid.uuid4().hex)
+    if probe is None:
+        pytest.skip("no cgroup can be made here (not root, or cgroups read-only)")
+    launch.remove_cgroup(probe)
+    hostile = tmp_path / "hostile"
+    shutil.copytree(TINY, hostile)
+    script = hostile / "train_gpt.py"
+    script.write_text(script.read_text().replace(
+        "def main():\n",
+        "def main():\n"
+        "    if os.environ.get('RANK') == '0' and os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            import sys\n"
+        "            os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(120)',\n"
+        "                      os.environ['AUDITOR_TEST_MARKER']], {})\n"
+        "        os._exit(0)\n", 1))
+    marker = f"REPRO_TEST_{uuid.uuid4().hex}"
+    result = reproduce(hostile, gpus=2, seeds=[42], data=data_root, run_dir=tmp_path / "run", sandbox="none",
+                       fingerprint=False, progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+    assert result.seeds[0].val_bpb is not None, result.to_text()
+    assert result.seeds[0].survivors_killed >= 1
+    assert survivors(marker) == []
+
+
 def test_crashing_script_fails_with_its_log_tail(data_root, tmp_path):
     crashing = tmp_path / "crashing"
     shutil.copytree(TINY, crashing)

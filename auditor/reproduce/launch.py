@@ -5,8 +5,10 @@ a c10d rendezvous (`--rdzv-backend c10d --rdzv-endpoint HOST:PORT --nnodes N`), 
 node of a cluster or a Slurm allocation runs the same `auditor reproduce` line. The child
 gets an allowlisted environment (no credentials, no proxies), a temporary copy of the
 record as its working directory, and its own session. torchrun starts each worker in a
-session of its own too, so stopping a run signals torchrun's process group and then every
-process that carries this run's marker variable: SIGTERM first, SIGKILL after a grace period.
+session of its own too, so stopping a run signals torchrun's process group, every process
+that carries this run's marker variable and, where this machine lets us make one (root),
+every process in the run's cgroup (a daemon that left its session and cleared its
+environment is still there): SIGTERM first, SIGKILL after a grace period.
 """
 
 from __future__ import annotations
@@ -249,20 +251,83 @@ def new_marker() -> str:
     return uuid.uuid4().hex
 
 
-def processes_with_marker(marker: str) -> list[int]:
-    """Pids (not ours) whose environment carries RUN_MARKER=marker."""
+_CGROUP_PARENTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+
+
+def make_cgroup(marker: str) -> Path | None:
+    """A cgroup for one run where this machine lets us make one (root, v1 pids or v2): every
+    process the run starts stays in it, even one that leaves its session and clears its
+    environment, so the run's end can find them all."""
+    for parent in _CGROUP_PARENTS:
+        if not (parent / "cgroup.procs").exists() or not os.access(parent, os.W_OK):
+            continue
+        group = parent / f"auditor-reproduce-{marker[:16]}"
+        try:
+            group.mkdir()
+            return group
+        except OSError:
+            continue
+    return None
+
+
+def cgroup_pids(group: Path | None) -> set[int]:
+    if group is None:
+        return set()
+    try:
+        return {int(line) for line in (group / "cgroup.procs").read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def remove_cgroup(group: Path | None) -> None:
+    if group is None:
+        return
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def processes_with_marker(marker: str, group: Path | None = None) -> list[int]:
+    """Pids (not ours) whose environment carries RUN_MARKER=marker, or that are in the run's cgroup."""
     needle = f"{RUN_MARKER}={marker}".encode()
-    found = []
+    found = cgroup_pids(group)
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
         if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+            found.add(int(entry.name))
+    found.discard(os.getpid())
+    return sorted(pid for pid in found if _alive(pid))
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie only waits for its parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _join_cgroup(group: Path | None):
+    """preexec_fn: move the child into the run's cgroup before it execs (plain syscalls only)."""
+    if group is None:
+        return None
+    procs = str(group / "cgroup.procs")
+
+    def join() -> None:
+        fd = os.open(procs, os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+    return join
 
 
 def _signal_all(pgid: int | None, pids: list[int], sig: int) -> None:
@@ -278,16 +343,16 @@ def _signal_all(pgid: int | None, pids: list[int], sig: int) -> None:
             pass
 
 
-def stop_run(proc: subprocess.Popen, marker: str, grace: float) -> int:
-    """SIGTERM torchrun's group and every marked process; SIGKILL what is left after `grace` s."""
+def stop_run(proc: subprocess.Popen, marker: str, grace: float, group: Path | None = None) -> int:
+    """SIGTERM torchrun's group and every process of the run; SIGKILL what is left after `grace` s."""
     pgid = proc.pid
-    _signal_all(pgid, processes_with_marker(marker), signal.SIGTERM)
+    _signal_all(pgid, processes_with_marker(marker, group), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if proc.poll() is not None and not processes_with_marker(marker):
+        if proc.poll() is not None and not processes_with_marker(marker, group):
             break
         time.sleep(0.1)
-    left = processes_with_marker(marker)
+    left = processes_with_marker(marker, group)
     _signal_all(pgid, left, signal.SIGKILL)
     try:
         proc.wait(timeout=10)
@@ -296,17 +361,21 @@ def stop_run(proc: subprocess.Popen, marker: str, grace: float) -> int:
     return len(left)
 
 
-def reap_survivors(marker: str, grace: float = 2.0) -> int:
-    """Kill what a finished run left behind (a worker that outlived torchrun)."""
-    left = processes_with_marker(marker)
+def reap_survivors(marker: str, grace: float = 2.0, group: Path | None = None) -> int:
+    """Kill what a finished run left behind (a worker that outlived torchrun, a daemon it started)."""
+    left = processes_with_marker(marker, group)
     if not left:
         return 0
     _signal_all(None, left, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and processes_with_marker(marker):
+    while time.monotonic() < deadline and processes_with_marker(marker, group):
         time.sleep(0.1)
-    stubborn = processes_with_marker(marker)
-    _signal_all(None, stubborn, signal.SIGKILL)
+    for _ in range(50):  # SIGKILL until nothing is left (a fork between scans is caught next round)
+        stubborn = processes_with_marker(marker, group)
+        if not stubborn:
+            break
+        _signal_all(None, stubborn, signal.SIGKILL)
+        time.sleep(0.05)
     return len(left)
 
 
@@ -329,11 +398,13 @@ def run_logged(
     started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stop_requested = threading.Event()
+    group = make_cgroup(marker)
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    except OSError as exc:
-        return LaunchOutcome(None, 0.0, "launch-error", error=f"cannot start {command[0]}: {exc.strerror}")
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_join_cgroup(group))
+    except (OSError, subprocess.SubprocessError) as exc:
+        remove_cgroup(group)
+        return LaunchOutcome(None, 0.0, "launch-error", error=f"cannot start {command[0]}: {exc}")
 
     def pump() -> None:
         with open(log_path, "wb") as log:
@@ -357,19 +428,22 @@ def run_logged(
             elif stop_requested.is_set():
                 stopped_by = "stop-condition"
             if stopped_by:
-                killed = stop_run(proc, marker, grace_s)
+                killed = stop_run(proc, marker, grace_s, group)
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
-        stop_run(proc, marker, min(grace_s, 5.0))
+        stop_run(proc, marker, min(grace_s, 5.0), group)
+        reap_survivors(marker, 1.0, group)
         reader.join(timeout=5)
+        remove_cgroup(group)
         raise
     finally:
         if progress is not None:
             progress.close()
     # Reap first: a surviving worker would hold the pipe open and block the reader.
-    killed += reap_survivors(marker)
+    killed += reap_survivors(marker, group=group)
     reader.join(timeout=30)
+    remove_cgroup(group)
     return LaunchOutcome(proc.returncode, time.monotonic() - started, stopped_by, killed)
 
 
