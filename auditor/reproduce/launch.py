@@ -442,7 +442,7 @@ def run_logged(
             progress.close()
     # Reap first: a surviving worker would hold the pipe open and block the reader.
     killed += reap_survivors(marker, group=group)
-    reader.join(timeout=30)
+    reader.join(timeout=10)  # a process we could not find may hold the pipe: do not wait for it
     remove_cgroup(group)
     return LaunchOutcome(proc.returncode, time.monotonic() - started, stopped_by, killed)
 
