@@ -62,6 +62,8 @@ class Taint:
     # Per function, names that hold a target wherever they are read (a loss's target argument).
     target_names: dict[Function, set[str]] = field(default_factory=dict)
     local_names: dict[Function, set[str]] = field(default_factory=dict)
+    # Per function, the parameters its return value is made of (a summary for callers).
+    return_params: dict[Function, set[str]] = field(default_factory=dict)
 
     def of(self, function: Function, kind: str) -> set[str]:
         return self.names.get(function, {}).get(kind, set())
@@ -89,7 +91,7 @@ class _Flow:
         holds validation tokens elsewhere in main(). Without one earlier (a loop's back
         edge, a parameter), every assignment counts.
         """
-        static, names, calls, subscripts = _expr_facts(expr, self.env)
+        static, names, calls, subscripts = _expr_facts(expr, self.env, self._passes_through)
         kinds = set(static)
         targets = self.taint.target_exprs.get(function)
         if targets and not targets.isdisjoint(subscripts):
@@ -143,6 +145,28 @@ class _Flow:
                 # one class return different splits), unless only one function has it.
                 kinds |= returns[name]
         return kinds
+
+    def _passes_through(self, call: ast.Call):
+        """(positions, keywords) of the arguments a submission function's return value is made
+        of (`fit(model, data)` returns the model, not the data); None for anything else."""
+        name = call_name(call)
+        callees = self.index.resolve(name) if name else []
+        if not callees:
+            return None
+        summaries = self.taint.return_params
+        positions: set[int] = set()
+        keywords: set[str] = set()
+        for callee in callees:
+            reach = summaries.get(callee)
+            if reach is None:
+                reach = summaries[callee] = _params_in_return(callee)
+            params = _positional_params(callee)
+            positions |= {i for i, p in enumerate(params) if p in reach}
+            rest = _vararg(callee)
+            if rest and rest in reach:
+                positions |= set(range(len(params), len(call.args)))
+            keywords |= reach
+        return positions, keywords
 
     def _locals(self, function: Function) -> set[str]:
         """Names a function binds itself (parameters and assignments): these shadow globals."""
@@ -413,14 +437,39 @@ class _Flow:
             return
         for callee in callees:
             params = _positional_params(callee)
+            rest = _vararg(callee)
             for position, kinds in enumerate(arg_kinds):
-                if kinds and position < len(params):
+                name = params[position] if position < len(params) else rest
+                if kinds and name:
                     for kind in kinds:
-                        self.add(callee, kind, params[position])
+                        self.add(callee, kind, name)
             for keyword, kinds in kw_kinds.items():
                 if kinds and keyword in callee.params:
                     for kind in kinds:
                         self.add(callee, kind, keyword)
+
+
+def _vararg(function: Function) -> str | None:
+    """The name of a `*rest` parameter, which takes the positional arguments beyond the others."""
+    arguments = getattr(function.node, "args", None)
+    vararg = getattr(arguments, "vararg", None)
+    return vararg.arg if vararg is not None else None
+
+
+def _params_in_return(function: Function) -> set[str]:
+    """Parameters the function's return (or yield) values are computed from, through its
+    own assignments and in-place writes; every parameter when it returns nothing checkable."""
+    from auditor.analysis.values import _facts
+
+    fact = _facts(function, None)
+    closure, stack = set(), list(fact.returns)
+    while stack:
+        name = stack.pop()
+        if name not in closure:
+            closure.add(name)
+            stack.extend(fact.depends.get(name, ()))
+    params = [*function.params, *([_vararg(function)] if _vararg(function) else [])]
+    return {p for p in params if p in closure or any(c.startswith(p + ".") for c in closure)}
 
 
 class _Names(ast.AST):
@@ -451,7 +500,7 @@ def _code(node: ast.AST) -> str:
     return text
 
 
-def _expr_facts(expr: ast.AST, env: dict[str, str]) -> tuple[frozenset, frozenset, tuple, frozenset]:
+def _expr_facts(expr: ast.AST, env: dict[str, str], passes=None) -> tuple[frozenset, frozenset, tuple, frozenset]:
     """(kinds from sources, names read, functions called, subscripts read) of an expression;
     cached on the node, since the fixpoint asks about the same expressions many times."""
     facts = getattr(expr, "_auditor_facts", None)
@@ -461,7 +510,7 @@ def _expr_facts(expr: ast.AST, env: dict[str, str]) -> tuple[frozenset, frozense
     names: set[str] = set()
     calls: list[tuple[str, str]] = []
     subscripts: set[str] = set()
-    for node in _walk_expr(expr):
+    for node in _walk_expr(expr, passes):
         if isinstance(node, (ast.Name, ast.Attribute)):
             name = dotted(node)
             if name is None:
@@ -618,14 +667,23 @@ def _target_names(target: ast.AST) -> list[str]:
     return []
 
 
-def _walk_expr(expr: ast.AST):
-    """Walk an expression, but not into lambdas or calls that only read sizes."""
+def _walk_expr(expr: ast.AST, passes=None):
+    """Walk an expression, but not into lambdas, calls that only read sizes, or arguments
+    that a called function of the submission does not pass on to its result."""
     stack = [expr]
     while stack:
         node = stack.pop()
         yield node
         if isinstance(node, ast.Call) and call_name(node) in _OPAQUE_CALLS:
             continue
+        if isinstance(node, ast.Call) and passes is not None:
+            kept = passes(node)
+            if kept is not None:
+                positions, keywords = kept
+                stack.append(node.func)
+                stack.extend(a for i, a in enumerate(node.args) if i in positions or isinstance(a, ast.Starred))
+                stack.extend(k.value for k in node.keywords if k.arg is None or k.arg in keywords)
+                continue
         if isinstance(node, ast.Attribute) and node.attr in ("shape", "dtype", "device", "numel", "size"):
             continue
         if isinstance(node, ast.Lambda):

@@ -27,9 +27,14 @@ class Score:
 
     names: dict[Function, set[str]] = field(default_factory=dict)
     reported: bool = False  # False when no report was found and returns stood in for it
+    # Per function, the names its own return value is made of (reported or not).
+    returns: dict[Function, set[str]] = field(default_factory=dict)
 
     def of(self, function: Function) -> set[str]:
         return self.names.get(function, set())
+
+    def returned_by(self, function: Function) -> set[str]:
+        return self.returns.get(function, set())
 
 
 def _root(node: ast.AST) -> str | None:
@@ -82,13 +87,18 @@ class _FunctionFacts:
     reported_calls: list[Function] = field(default_factory=list)  # own functions called inside a report
 
 
-def _facts(function: Function, index: Index) -> _FunctionFacts:
+def _facts(function: Function, index: Index | None) -> _FunctionFacts:
+    """Dependences among a function's names; with an index, also the calls into the
+    submission's own functions (None: intra-procedural only, for flow summaries)."""
     facts = _FunctionFacts()
+
+    def resolve(name: str) -> list[Function]:
+        return index.resolve(name) if index is not None else []
 
     def depend(names: set[str], value: ast.AST) -> None:
         reads = _reads(value)
         callees = [c for call in ast.walk(value) if isinstance(call, ast.Call)
-                   for c in index.resolve(call_name(call))]
+                   for c in resolve(call_name(call))]
         for name in names:
             facts.depends.setdefault(name, set()).update(reads - {name})
             if callees:
@@ -113,7 +123,7 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
                 if owner:
                     for arg in node.args:
                         depend({owner}, arg)
-            callees = index.resolve(call_name(node))
+            callees = resolve(call_name(node))
             if callees:
                 facts.handed.append((node, callees))
             if any(_text_reports(a) for a in [*node.args, *(k.value for k in node.keywords)]):
@@ -121,7 +131,7 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
                     facts.seeds |= _reads(arg)
                     # print(f"val_bpb: {evaluate(model, tokens)}"): what evaluate returns is reported
                     for call in (n for n in ast.walk(arg) if isinstance(n, ast.Call)):
-                        facts.reported_calls.extend(index.resolve(call_name(call)))
+                        facts.reported_calls.extend(resolve(call_name(call)))
         elif isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values):
                 if key is not None and _text_reports(key):
@@ -131,7 +141,22 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
 
 def compute_score(index: Index) -> Score:
     facts = {f: _facts(f, index) for f in index.functions}
+    # who calls whom, for a report made inside a helper (`show(total, count)`): the
+    # caller's arguments are what the helper's parameters report
+    callers: dict[Function, list[tuple[Function, ast.Call]]] = {}
+    for function, fact in facts.items():
+        for call, callees in fact.handed:
+            for callee in callees:
+                callers.setdefault(callee, []).append((function, call))
     score = Score(reported=any(f.seeds for f in facts.values()))
+    for function, fact in facts.items():
+        closure, stack = set(), list(fact.returns)
+        while stack:
+            name = stack.pop()
+            if name not in closure:
+                closure.add(name)
+                stack.extend(fact.depends.get(name, ()))
+        score.returns[function] = closure
     work: list[tuple[Function, str]] = []
 
     def mark(function: Function, name: str) -> None:
@@ -151,6 +176,19 @@ def compute_score(index: Index) -> Score:
     while work:
         function, name = work.pop()
         fact = facts[function]
+        if name in function.params:
+            params = list(function.params)
+            if function.cls is not None and params and params[0] in ("self", "cls"):
+                params = params[1:]
+            position = params.index(name) if name in params else None
+            for caller, call in callers.get(function, ()):
+                args = []
+                if position is not None and position < len(call.args):
+                    args.append(call.args[position])
+                args += [k.value for k in call.keywords if k.arg == name]
+                for arg in args:
+                    for read in _reads(arg):
+                        mark(caller, read)
         for source in fact.depends.get(name, ()):
             mark(function, source)
         for callee in fact.calls_into.get(name, ()):

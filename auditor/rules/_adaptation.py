@@ -22,7 +22,7 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from auditor.analysis import Analysis, Scope
-from auditor.analysis.flow import TARGET, VAL
+from auditor.analysis.flow import TARGET, TRAIN, VAL
 from auditor.analysis.index import Function, own_nodes
 
 OPTIMIZER = re.compile(r"(?:^|\.)(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Adafactor|Lion)$|optim\.\w+$")
@@ -299,8 +299,11 @@ def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Functio
         elif _leaf(_name(func)) in trainers and (node.args or _is_closure_of(trainers[_leaf(_name(func))], function)):
             # a trainer handed validation data, or a closure of this function that trains
             # on what it reads from here
+            # (an argument of training and validation data together is training on mixed
+            # data: val-data-in-training's, not adaptation on the validation set)
             if _is_closure_of(trainers[_leaf(_name(func))], function) or any(
-                    VAL in analysis.kinds(function, arg.value, scope) for arg in node.args):
+                    VAL in kinds and TRAIN not in kinds
+                    for kinds in (analysis.kinds(function, arg.value, scope) for arg in node.args)):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
                 via = _leaf(_name(func))
@@ -463,8 +466,17 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
                 if _score_event(node, scope, score_names, accumulating, analysis):
                     loops, no_grad = _context(node, scope)
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
-            order, update, score = _classify(updates, scores,
-                                             lambda loop, scope=scope: _is_epoch_loop(analysis, scope, loop))
+            is_epoch = lambda loop, scope=scope: _is_epoch_loop(analysis, scope, loop)  # noqa: E731
+            order, update, score = _classify(updates, scores, is_epoch)
+            if order == "no-score":
+                # Losses this function returns without reporting them (a first pass whose
+                # figure is only logged): taken before each step, they make a score-first pass.
+                returned = analysis.score.returned_by(function) - score_names
+                own = [Event(node, scope.lines(node)[0], *_context(node, scope)) for node in scope.walk()
+                       if _score_event(node, scope, returned, accumulating, analysis)]
+                own_order, own_update, own_score = _classify(updates, own, is_epoch)
+                if own_order == "score-first":
+                    order, update, score, scores = own_order, own_update, own_score, own
             sources = _local_sources(scope, set(analysis.index.classes), set(analysis.index.by_name))
             results[function] = Adaptation(function, scope, updates, scores, order, update, score,
                                            _delta_names(scope, sources, analysis), via,
@@ -486,6 +498,7 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
                 results[trainer].order = "score-first"
                 results[trainer].score = callers[0].score
                 changed = True
+    _repeated_passes(analysis, results)
     # A closure that only trains is part of the function that defines and calls it: that
     # function's adaptation (its loops, its scores, its optimizer's tensors) is the verdict.
     for name, trainer in trainers.items():
@@ -494,6 +507,71 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
                                                   for a in results.values()):
             del results[trainer]
     return list(results.values())
+
+
+def _repeated_passes(analysis: Analysis, results: dict[Function, Adaptation]) -> None:
+    """A score-first pass (score each chunk, then train on it) called again and again on the
+    same validation tokens by a loop that repeats: every pass after the first scores tokens
+    the model has already trained on. The caller is an epoch-rescore adaptation."""
+    passes = {a.function.name: a for a in results.values() if a.order == "score-first" and a.adapts_given_model}
+    if not passes:
+        return
+    for function in analysis.index.functions:
+        if function in results or not _calls_any(analysis, function, passes):
+            continue
+        scope = analysis.scope(function)
+        for node in scope.walk():
+            if not isinstance(node, cst.Call) or _leaf(_name(node.func)) not in passes:
+                continue
+            if not any(VAL in analysis.kinds(function, a.value, scope) for a in node.args):
+                continue
+            loops, no_grad = _context(node, scope)
+            if any(_is_epoch_loop(analysis, scope, loop) for loop in loops):
+                event = Event(node, scope.lines(node)[0], loops, no_grad)
+                results[function] = Adaptation(function, scope, [event], [], "epoch-rescore", event, None,
+                                               via_call=_leaf(_name(node.func)))
+                break
+
+
+def mixed_training_calls(analysis: Analysis) -> list[tuple[Function, ast.Call, Function]]:
+    """Calls that hand a function taking gradient steps one argument made of training and
+    validation data together (`fit(model, stream(train_glob, val_glob))`): validation
+    tokens mixed into the training data. (caller, call, callee), cached."""
+    def compute():
+        steppers = {a.function for a in adaptations(analysis)}
+        found = []
+        for function in analysis.index.functions:
+            for node in own_nodes(function):
+                if not isinstance(node, ast.Call):
+                    continue
+                callees = [c for c in analysis.index.resolve(_call_leaf(node)) if c in steppers]
+                if not callees:
+                    continue
+                for arg in [*node.args, *(k.value for k in node.keywords)]:
+                    kinds = analysis.kinds(function, arg, line=node.lineno)
+                    if VAL in kinds and TRAIN in kinds:
+                        found.extend((function, node, callee) for callee in callees)
+                        break
+        return found
+    return analysis.memo("mixed-training-calls", compute)
+
+
+def trains_on_mixed_data_only(analysis: Analysis, function: Function) -> bool:
+    """Whether every call that hands `function` validation data mixes it into training data."""
+    mixed = [call for _, call, callee in mixed_training_calls(analysis) if callee is function]
+    if not mixed:
+        return False
+    for caller in analysis.index.functions:
+        for node in own_nodes(caller):
+            if isinstance(node, ast.Call) and _call_leaf(node) == function.name and node not in mixed:
+                if any(VAL in analysis.kinds(caller, a, line=node.lineno) for a in node.args):
+                    return False
+    return True
+
+
+def _call_leaf(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
 
 
 def _may_train_on_val(analysis: Analysis, function: Function) -> bool:

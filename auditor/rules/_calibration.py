@@ -88,12 +88,42 @@ def _find_calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
                 callees = [c for c in analysis.index.resolve(call_name(node)) if c in code and c is not function]
                 if not callees:
                     continue
+                # the model handed in is not data, whatever data trained it: only the other
+                # arguments count
+                modules = set().union(*(_module_params(c) for c in callees))
                 kinds = set()
-                for arg in [*node.args, *(k.value for k in node.keywords)]:
-                    kinds |= analysis.kinds(function, arg, line=node.lineno)
+                for position, arg in enumerate(node.args):
+                    if position not in modules:
+                        kinds |= analysis.kinds(function, arg, line=node.lineno)
+                for keyword in node.keywords:
+                    if keyword.arg not in modules:
+                        kinds |= analysis.kinds(function, keyword.value, line=node.lineno)
                 for callee in callees:
                     kinds |= _opened_by(analysis, callee, code)
                 found.append(CalibrationCall(function, node, kinds - {"target"}))
+    return found
+
+
+_MODULE_METHODS = {"modules", "named_modules", "parameters", "named_parameters", "state_dict", "eval", "train",
+                   "children", "named_children", "buffers"}
+
+
+def _module_params(function: Function) -> set:
+    """Positions and names of the parameters a function uses as a model: it calls them, or
+    walks their modules or parameters."""
+    params = list(function.params)
+    if function.cls is not None and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    found: set = set()
+    for node in own_nodes(function):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            target = node.func.id
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MODULE_METHODS \
+                and isinstance(node.func.value, ast.Name):
+            target = node.func.value.id
+        if target in params:
+            found |= {params.index(target), target}
     return found
 
 

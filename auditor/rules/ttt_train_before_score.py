@@ -9,7 +9,7 @@ Score-first TTT (each chunk scored under no_grad, then trained on) is legal (549
 
 from __future__ import annotations
 
-from auditor.rules._adaptation import adaptations
+from auditor.rules._adaptation import adaptations, trains_on_mixed_data_only
 from auditor.rules.base import Hit, Rule, where
 
 
@@ -22,18 +22,22 @@ class TTTTrainBeforeScore(Rule):
                 continue
             if adaptation.order == "no-score" and adaptation.local_only:
                 continue  # a throwaway module (compile warm-up, probe) that nothing scores with
+            if adaptation.order == "no-score" and trains_on_mixed_data_only(analysis, adaptation.function):
+                continue  # training on a stream with validation shards mixed in: val-data-in-training
             update = adaptation.update
             if adaptation.order == "no-score":
                 message = (f"{where(adaptation.function)} takes gradient steps on validation tokens and scores "
                            "none of them first: a TTT pass over the validation set before it is evaluated")
             elif adaptation.order == "epoch-rescore":
+                scored = f"score at line {adaptation.score.line}" if adaptation.score else \
+                    f"each pass scores them in `{adaptation.via_call}` before training"
                 message = (f"{where(adaptation.function)} loops over epochs/passes of the same validation tokens, "
-                           f"training on them and scoring them again (score at line {adaptation.score.line}): "
+                           f"training on them and scoring them again ({scored}): "
                            "the reported loss comes after adapting to the tokens")
             else:
                 message = (f"{where(adaptation.function)} trains on validation tokens (line {update.line}) before "
                            f"the score of those tokens is taken (line {adaptation.score.line})")
-            if adaptation.via_call:
+            if adaptation.via_call and adaptation.order != "epoch-rescore":
                 message += f"; the training happens in `{adaptation.via_call}`"
             start, end = adaptation.scope.lines(update.node)
             yield Hit(adaptation.function, start, end, message + " (Issue #1017 condition 3; PRs 442, 1376)")

@@ -14,6 +14,7 @@ import re
 from auditor.analysis import analyze_source
 from auditor.analysis.flow import TARGET, TRAIN, VAL
 from auditor.analysis.index import call_name, own_nodes
+from auditor.rules._adaptation import mixed_training_calls
 from auditor.rules._calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
 from auditor.source import Source, SourceError, decode_text, read_bytes_checked
@@ -79,6 +80,10 @@ class ValDataInTraining(Rule):
                     break
         yield from _targets_matched_to_stored_tokens(analysis)
         yield from _run_configuration_trains_on_val(analysis)
+        for caller, call, callee in mixed_training_calls(analysis):
+            yield Hit(caller, call.lineno, call.end_lineno or call.lineno,
+                      f"{where(caller)} hands `{callee.name}`, which takes gradient steps, data made of training and "
+                      "validation shards together: the model trains on validation tokens (rulings on 44, 152, 262)")
         yield from _val_copied_to_train(analysis)
         yield from self._sibling_scripts(analysis)
 
