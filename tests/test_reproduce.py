@@ -9,6 +9,7 @@ variable and checks afterwards that no process carrying it is left.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import uuid
@@ -42,7 +43,7 @@ def survivors(marker: str) -> list[int]:
             blob = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if marker.encode() in blob and int(entry.name) != __import__("os").getpid():
+        if marker.encode() in blob and int(entry.name) != os.getpid():
             found.append(int(entry.name))
     return found
 
