@@ -355,6 +355,8 @@ def test_vocab_mismatch_and_protobuf_count(data_root):
     script = (TINY / "train_gpt.py").read_text()
     assert script_vocab_size(script, {}) == 128
     assert script_vocab_size(script, {"VOCAB_SIZE": "256"}) == 256
+    # The reference's dataclass config reads VOCAB_SIZE generically (os.environ.get(f.name.upper())).
+    assert script_vocab_size((ROOT / "reference_model" / "train_gpt.py").read_text(), {}) == 1024
 
 
 def test_calibration_factor_from_the_reference_figure(tmp_path):

@@ -535,6 +535,7 @@ def _check_vocab(tokenizer: Path | str | None, script_vocab_size: int | None, sh
 
 
 _VOCAB_DEFAULT = re.compile(r"""["']VOCAB_SIZE["']\s*,\s*["']?(\d+)""")
+_VOCAB_FIELD = re.compile(r"^\s*vocab_size\s*:\s*int\s*=\s*(\d+)", re.M)
 
 
 def script_vocab_size(script_text: str, run_env: dict[str, str]) -> int | None:
@@ -552,11 +553,13 @@ def script_vocab_size(script_text: str, run_env: dict[str, str]) -> int | None:
         setting = config.env_settings.get("VOCAB_SIZE")
         if setting is not None:
             number = config.attr_value(setting.attr) if setting.attr else Evaluator(config).value(setting.expr)
-            if number is not UNKNOWN and isinstance(number, (int, float)) and not isinstance(number, bool):
-                return int(number)
+        else:  # a config class whose fields read their environment variables generically
+            number = config.attr_value("vocab_size")
+        if number is not UNKNOWN and isinstance(number, (int, float)) and not isinstance(number, bool):
+            return int(number)
     except (SyntaxError, ImportError, ValueError, RecursionError):
         pass
-    match = _VOCAB_DEFAULT.search(script_text)
+    match = _VOCAB_DEFAULT.search(script_text) or _VOCAB_FIELD.search(script_text)
     return int(match.group(1)) if match else None
 
 
