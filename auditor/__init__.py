@@ -6,6 +6,7 @@ and never imports torch):
     classify_paths(paths, jobs=1, use_cache=True) -> list[ClassifyResult]
     check_claims(path, sota_bpb=None, sota_dir=None, track="auto") -> ClaimsResult
     smoke_paths(paths, options=None) -> list[SmokeResult]
+    reproduce(path, ...) -> ReproduceResult   rerun under torchrun, verdict per seed
     load_submission(path) -> Submission
     rule_doc(rule_id) -> RuleDoc
     exit_code(results) -> int      0 clean, 1 flag, 2 bad input, 3 internal error
@@ -23,6 +24,8 @@ _EXPORTS = {
     "check_claims": "auditor.claims.checks",
     "smoke_paths": "auditor.smoke.batch",
     "SmokeOptions": "auditor.smoke.runner",
+    "reproduce": "auditor.reproduce.runner",
+    "ReproduceResult": "auditor.reproduce.result",
     "load_submission": "auditor.submission",
     "Submission": "auditor.submission",
     "rule_doc": "auditor.rules._docs",
@@ -41,6 +44,8 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from auditor.claims.checks import ClaimsResult, check_claims
     from auditor.classify.runner import classify_paths
+    from auditor.reproduce.result import ReproduceResult
+    from auditor.reproduce.runner import reproduce
     from auditor.findings import ClassifyResult, Dormancy, Finding, Outcome, exit_code
     from auditor.rules._docs import RuleDoc, rule_doc
     from auditor.smoke.batch import smoke_paths
