@@ -40,7 +40,7 @@ class NgramUnnormalized(Rule):
         function = scope.function
         for node in scope.walk():
             operands = self._mixture(node)
-            if not operands:
+            if not operands or _normalizes(scope, node, operands):
                 continue
             # An operand computed from the realized target (its probability, its count, its
             # NLL): the mixture exists only at that token, not over the vocabulary.
@@ -74,14 +74,16 @@ class NgramUnnormalized(Rule):
             receiver = [func.value] if isinstance(func, cst.Attribute) and not library else []
             operands = receiver + [a.value for a in node.args if a.keyword is None]
             if full_name(func).endswith("logsumexp") and operands:
-                # a log-sum-exp over one tensor normalizes it; a mixture stacks components
+                # over a stack of components (a mixture), or one tensor: a mixture when the
+                # tensor holds per-position values of the target (experts' NLLs), a plain
+                # normalization over the vocabulary otherwise (the check reads the target)
                 first = operands[0]
                 if isinstance(first, (cst.List, cst.Tuple)):
                     return [e.value for e in first.elements]
                 if isinstance(first, cst.Call) and full_name(first.func).rsplit(".", 1)[-1] in ("stack", "cat") \
                         and first.args and isinstance(first.args[0].value, (cst.List, cst.Tuple)):
                     return [e.value for e in first.args[0].value.elements]
-                return []
+                return [first]
             return operands
         return []
 
@@ -118,6 +120,16 @@ if __name__ == "__main__":
     print(eval_with_ngram_cache([], load_validation_tokens("fineweb_val_*.bin"), {}))
 ''',
     ]
+
+
+def _normalizes(scope, node, operands) -> bool:
+    """`t - logsumexp(t, dim=-1, keepdim=True)`: a log-softmax written by hand, which makes
+    one distribution sum to 1; not a mixture of several."""
+    parent = scope.parent(node)
+    if not (isinstance(node, cst.Call) and isinstance(parent, cst.BinaryOperation)
+            and isinstance(parent.operator, cst.Subtract) and parent.right is node):
+        return False
+    return len(operands) == 1 and scope.code(parent.left).strip() == scope.code(operands[0]).strip()
 
 
 RULE = NgramUnnormalized()
