@@ -37,7 +37,8 @@ app.command(help="Rerun a submission (or the reference) under torchrun and judge
 def rules(rule_id: Annotated[Optional[str], typer.Argument(help="A rule id; all ids when omitted.")] = None) -> None:
     """A rule's documentation: what it flags, the ruling and why, a flagged and a legal example."""
     from auditor.report.text import rule_text
-    from auditor.rules._docs import rule_doc, rule_ids
+    from auditor.rules import rule_ids
+    from auditor.rules._docs import rule_doc
 
     if rule_id is None:
         for known in rule_ids():

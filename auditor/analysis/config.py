@@ -74,10 +74,6 @@ class Config:
         self._cache[attr] = value
         return value
 
-    def env_for_attr(self, attr: str) -> str | None:
-        setting = self.settings.get(attr)
-        return setting.env if setting else None
-
     def describe(self, attr: str) -> str:
         """Where a value comes from, for messages: 'TTT_ENABLED=1 (README)'."""
         setting = self.settings.get(attr)

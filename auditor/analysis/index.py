@@ -146,16 +146,6 @@ class Index:
     def resolve(self, name: str) -> list[Function]:
         return self.by_name.get(name, [])
 
-    def function_at(self, unit: Unit, line: int) -> Function | None:
-        """The innermost function of `unit` that contains `line`."""
-        best = None
-        for function in self.functions:
-            if function.unit is unit and function.lineno <= line <= function.end_lineno:
-                if best is None or function.lineno >= best.lineno:
-                    best = function
-        return best
-
-
 def build_index(units: list[Unit]) -> Index:
     index = Index(units=units)
     for unit in units:

@@ -46,10 +46,6 @@ class Reach:
             chain = chain.parent if chain.parent is not None and chain.parent.qualname != MODULE_SCOPE else None
         return True, None
 
-    def is_live(self, function: Function, line: int | None = None) -> bool:
-        return self.status(function, line if line is not None else function.lineno)[0]
-
-
 def _describe_test(test: ast.expr, config: Config) -> Dormancy:
     attrs = []
     for node in ast.walk(test):

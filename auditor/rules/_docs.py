@@ -27,10 +27,6 @@ class RuleDoc:
     legal_example: str  # a VALID snippet: not flagged
 
 
-def rule_ids() -> list[str]:
-    return [rule.id for rule in all_rules()]
-
-
 def rule_doc(rule_id: str) -> RuleDoc:
     """The documentation of one rule; raises KeyError for an unknown id."""
     for rule in all_rules():
