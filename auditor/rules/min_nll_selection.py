@@ -4,6 +4,9 @@ Ruling: 573, 614, 685 (minimum NLL over TTT passes/epochs: "multiple passes choo
 NLL = training on eval set"), 659 (keeping whichever of cache or model gives the lower
 loss on the actual next token). Issue #1017 condition 4: each token is scored once; no
 minimum over passes or models chosen with the true token.
+
+Legal instead: one pass, each token scored once and that score reported (score-first TTT
+may train between chunks, never rescore them).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Ruling: 846, 853, 870 (a second n-gram pass rescoring tokens with a cache comple
 whole validation set), 991 (a score-first TTT pass over all tokens, then a re-score of
 the whole set with the adapted weights, reporting the second score). Issue #1017
 condition 4: each token is scored once; no rescoring after adaptation.
+
+Legal instead: a single pass whose cache or adapted weights only ever hold tokens already
+scored (an online cache that scores a chunk, then inserts it).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Ruling: 44, 152, 262 (training on the validation split, directly or mixed in), 1
 (a "paid prefix" of validation targets stored in the artifact), 728 (GPTQ calibration on
 validation tokens not yet scored; 624 collects Hessians from val_tokens). The challenge
 README: no validation data during training.
+
+Legal instead: training and calibration on the training shards only, inside the 600 s
+budget; validation tokens are only read to be scored.
 """
 
 from __future__ import annotations
