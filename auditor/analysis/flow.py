@@ -159,7 +159,7 @@ class _Flow:
         for callee in callees:
             reach = summaries.get(callee)
             if reach is None:
-                reach = summaries[callee] = _params_in_return(callee)
+                reach = summaries[callee] = _params_in_return(callee, self.index)
             params = _positional_params(callee)
             positions |= {i for i, p in enumerate(params) if p in reach}
             rest = _vararg(callee)
@@ -199,8 +199,16 @@ class _Flow:
             nodes[function] = [n for n in own_nodes(function) if isinstance(n, _FLOW_NODES)]
         self._find_targets(nodes)
         self._class_fields()
-        # Every function is visited once; after that only those whose inputs changed.
-        self.dirty = set(self.index.functions)
+        texts = {f: (f.source() if f.qualname != MODULE_SCOPE else "") for f in self.index.functions}
+        # First the functions with a source of their own (a shard name, an environment
+        # variable the run points at data, a target); the rest wait until a caller, a
+        # field or a module constant hands them data.
+        seeds = re.compile("|".join([_VAL_STRING.pattern, _TRAIN_STRING.pattern,
+                                     *(re.escape(k) for k, v in self.env.items() if _string_kinds(v))]))
+        self.dirty = {f for f in self.index.functions
+                      if f.qualname == MODULE_SCOPE or seeds.search(texts[f])
+                      or f in self.taint.target_exprs or f in self.taint.target_names}
+        self.dirty |= self._readers(texts, set(self.taint.fields), set())
         rounds = 0
         while self.dirty and rounds < 12:
             rounds += 1
@@ -221,8 +229,10 @@ class _Flow:
                             if "." not in name:
                                 self._grow(self.taint.globals, name, {kind})
             if self.taint.fields != fields_before or self.taint.globals != globals_before:
-                self.dirty = set(self.index.functions)  # rare: a new data attribute or constant
-                continue
+                # a new data attribute or constant: the functions that read it look again
+                new_fields = {k for k, v in self.taint.fields.items() if v != fields_before.get(k)}
+                new_globals = {k for k, v in self.taint.globals.items() if v != globals_before.get(k)}
+                self.dirty |= self._readers(texts, new_fields, new_globals)
             if self.taint.returns != returns_before:
                 # a callee now returns tainted data: its callers must look again
                 grown = {k for k, v in self.taint.returns.items() if v != returns_before.get(k)}
@@ -230,6 +240,14 @@ class _Flow:
                     if any(isinstance(n, ast.Call) and call_name(n) in grown for n in function_nodes):
                         self.dirty.add(function)
         return self.taint
+
+    def _readers(self, texts: dict, fields: set[str], names: set[str]) -> set[Function]:
+        """Functions whose text reads one of these attributes (`.attr`) or names."""
+        if not fields and not names:
+            return set()
+        parts = [r"\." + re.escape(f) + r"\b" for f in fields] + [r"\b" + re.escape(n) + r"\b" for n in names]
+        pattern = re.compile("|".join(parts))
+        return {f for f, text in texts.items() if f.qualname == MODULE_SCOPE or pattern.search(text)}
 
     @staticmethod
     def _grow(table: dict[str, set[str]], key: str, kinds: set[str]) -> bool:
@@ -456,12 +474,12 @@ def _vararg(function: Function) -> str | None:
     return vararg.arg if vararg is not None else None
 
 
-def _params_in_return(function: Function) -> set[str]:
+def _params_in_return(function: Function, index: Index) -> set[str]:
     """Parameters the function's return (or yield) values are computed from, through its
     own assignments and in-place writes; every parameter when it returns nothing checkable."""
     from auditor.analysis.values import _facts
 
-    fact = _facts(function, None)
+    fact = _facts(function, index)
     closure, stack = set(), list(fact.returns)
     while stack:
         name = stack.pop()

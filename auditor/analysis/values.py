@@ -15,7 +15,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from auditor.analysis.index import Function, Index, call_name, dotted, own_nodes
+from auditor.analysis.index import Function, Index, call_name, child_nodes, dotted, own_nodes
 
 REPORT_TEXT = re.compile(r"val_bpb|val_loss|\bbpb\b")
 _ACCUMULATE = {"add_", "index_add_", "scatter_add_", "append", "extend", "copy_", "mul_", "sub_", "put_", "insert"}
@@ -55,13 +55,22 @@ def _root(node: ast.AST) -> str | None:
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
 
+def _walk(node: ast.AST):
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(child_nodes(current))
+
+
 def _reads(node: ast.AST) -> set[str]:
+    """Root names an expression reads (`self.x` kept as a field of its own)."""
     found = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, (ast.Name, ast.Attribute)):
-            root = _root(sub)
-            if root:
-                found.add(root)
+    for sub in _walk(node):
+        if sub.__class__ is ast.Name:
+            found.add(sub.id)
+        elif sub.__class__ is ast.Attribute and sub.value.__class__ is ast.Name and sub.value.id == "self":
+            found.add("self." + sub.attr)
     return found
 
 
@@ -73,8 +82,8 @@ def _targets(target: ast.AST) -> set[str]:
 
 
 def _text_reports(node: ast.AST) -> bool:
-    return any(isinstance(sub, ast.Constant) and isinstance(sub.value, str) and REPORT_TEXT.search(sub.value)
-               for sub in ast.walk(node))
+    return any(sub.__class__ is ast.Constant and isinstance(sub.value, str) and REPORT_TEXT.search(sub.value)
+               for sub in _walk(node))
 
 
 @dataclass
@@ -87,17 +96,20 @@ class _FunctionFacts:
     reported_calls: list[Function] = field(default_factory=list)  # own functions called inside a report
 
 
-def _facts(function: Function, index: Index | None) -> _FunctionFacts:
-    """Dependences among a function's names; with an index, also the calls into the
-    submission's own functions (None: intra-procedural only, for flow summaries)."""
-    facts = _FunctionFacts()
+def _facts(function: Function, index: Index) -> _FunctionFacts:
+    """Dependences among a function's names and its calls into the submission's own
+    functions; computed once per function (flow's summaries and the score share it)."""
+    cached = function.__dict__.get("_value_facts")
+    if cached is not None:
+        return cached
+    facts = function._value_facts = _FunctionFacts()
 
     def resolve(name: str) -> list[Function]:
         return index.resolve(name) if index is not None else []
 
     def depend(names: set[str], value: ast.AST) -> None:
         reads = _reads(value)
-        callees = [c for call in ast.walk(value) if isinstance(call, ast.Call)
+        callees = [c for call in _walk(value) if call.__class__ is ast.Call
                    for c in resolve(call_name(call))]
         for name in names:
             facts.depends.setdefault(name, set()).update(reads - {name})
@@ -130,7 +142,7 @@ def _facts(function: Function, index: Index | None) -> _FunctionFacts:
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
                     facts.seeds |= _reads(arg)
                     # print(f"val_bpb: {evaluate(model, tokens)}"): what evaluate returns is reported
-                    for call in (n for n in ast.walk(arg) if isinstance(n, ast.Call)):
+                    for call in (n for n in _walk(arg) if n.__class__ is ast.Call):
                         facts.reported_calls.extend(resolve(call_name(call)))
         elif isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values):

@@ -95,6 +95,10 @@ def _score_event(node: cst.CSTNode, scope: Scope, score_names: set[str], accumul
     that reaches the report (`s += nll`, `s.add_(...)`, `xs.append(...)`, `xs[i] = ...`), or
     a call that hands such a value to a helper which accumulates into it. Copying input
     tokens into a batch buffer is no score."""
+    kind = node.__class__
+    if kind is not cst.AugAssign and kind is not cst.Call and kind is not cst.Assign:
+        return False  # (exact class checks: isinstance on libcst's abstract bases is slow)
+
     def scored(value: cst.CSTNode) -> bool:
         if analysis is None:
             return True
@@ -172,6 +176,22 @@ def _roots(code: str) -> set[str]:
     return {n.split(".")[0] for n in _IDENT.findall(code)} - _NOT_NAMES
 
 
+def _node_roots(node: cst.CSTNode) -> set[str]:
+    """The names an expression reads, `a` of `a.b.c`: `_roots` without generating code."""
+    from auditor.analysis import cst_children
+
+    found, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if current.__class__ is cst.Name:
+            found.add(current.value)
+        elif current.__class__ is cst.Attribute:
+            stack.append(current.value)  # the attribute's own name is not a variable
+        else:
+            stack.extend(cst_children(current))
+    return found - _NOT_NAMES
+
+
 def _local_sources(scope: Scope, classes: set[str] = frozenset(),
                    functions: set[str] = frozenset()) -> dict[str, set[str]]:
     """For each local name, the names its value is made of: assignments, `.append(x)`,
@@ -190,14 +210,14 @@ def _local_sources(scope: Scope, classes: set[str] = frozenset(),
                 for name in _IDENT.findall(scope.code(target.target)):
                     sources.setdefault(name.split(".")[0], set()).update(parts)
         elif isinstance(node, cst.For):
-            parts = _roots(scope.code(node.iter))
+            parts = _node_roots(node.iter)
             for name in _IDENT.findall(scope.code(node.target)):
                 sources.setdefault(name, set()).update(parts)
         elif (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
               and node.func.attr.value in ("append", "extend", "add") and node.args):
             owner = _name(node.func.value).split(".")[0]
             if owner:
-                sources.setdefault(owner, set()).update(_roots(scope.code(node.args[0].value)))
+                sources.setdefault(owner, set()).update(_node_roots(node.args[0].value))
     return sources
 
 
@@ -253,7 +273,7 @@ def _delta_names(scope: Scope, sources: dict[str, set[str]], analysis: Analysis 
     optimized: set[str] = set()
     for call in _optimizer_calls(scope, analysis):
         if call.args:
-            optimized |= _closure(_roots(scope.code(call.args[0].value)), sources)
+            optimized |= _closure(_node_roots(call.args[0].value), sources)
     return created & optimized
 
 
@@ -271,7 +291,7 @@ def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analy
     for call in optimizers:
         if not call.args:
             return False
-        roots = _roots(scope.code(call.args[0].value))
+        roots = _node_roots(call.args[0].value)
         if not roots or not roots <= set(sources) or _closure(roots, sources) & given:
             return False
     return True
@@ -367,33 +387,33 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     if not isinstance(loop, (cst.For, cst.While)):
         return False
     function = scope.function
-    body = [n for n in scope.walk() if _inside(scope, n, loop)]
+    body = _loop_body(loop)
     if isinstance(loop, cst.For):
         if VAL in analysis.kinds(function, loop.iter, scope):
             return False
-        derived = _roots(scope.code(loop.target))
+        derived = _node_roots(loop.target)
         if not derived:
             return True
     else:
-        derived, tested = set(), _roots(scope.code(loop.test))
+        derived, tested = set(), _node_roots(loop.test)
         for node in body:
-            if isinstance(node, cst.AugAssign) and _roots(scope.code(node.target)) & tested:
-                derived |= _roots(scope.code(node.target))
+            if isinstance(node, cst.AugAssign) and _node_roots(node.target) & tested:
+                derived |= _node_roots(node.target)
             elif isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and _name(node.value.func) == "next":
                 if node.value.args and VAL in analysis.kinds(function, node.value.args[0].value, scope):
                     return False  # it walks an iterator over the data
                 for target in node.targets:
-                    derived |= _roots(scope.code(target.target))
+                    derived |= _node_roots(target.target)
         if not derived:
             return False  # nothing to tell repetition from walking: not a repeat
     for _ in range(3):
         grown = False
         for node in body:
             if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
-                if _roots(scope.code(node.value)) & derived:
+                if _node_roots(node.value) & derived:
                     targets = node.targets if isinstance(node, cst.Assign) else [node]
                     for target in targets:
-                        names = _roots(scope.code(target.target)) - derived
+                        names = _node_roots(target.target) - derived
                         if names:
                             derived |= names
                             grown = True
@@ -401,18 +421,18 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
             break
     for node in body:
         if isinstance(node, cst.Subscript):
-            if any(_roots(scope.code(element.slice)) & derived for element in node.slice):
+            if any(_node_roots(element.slice) & derived for element in node.slice):
                 return False
         elif isinstance(node, cst.For) and node is not loop:
-            if _roots(scope.code(node.iter)) & derived:
+            if _node_roots(node.iter) & derived:
                 return False
         elif isinstance(node, cst.While) and node is not loop:
-            if _roots(scope.code(node.test)) & derived:
+            if _node_roots(node.test) & derived:
                 return False
         elif isinstance(node, cst.Call) and _closure_reads(analysis, function, node) & derived:
             return False  # a nested helper reads the loop variable from here
         elif isinstance(node, cst.Call) and node.args:
-            with_derived = [a for a in node.args if _roots(scope.code(a.value)) & derived]
+            with_derived = [a for a in node.args if _node_roots(a.value) & derived]
             others = [a for a in node.args if a not in with_derived]
             if with_derived and any(VAL in analysis.kinds(function, a.value, scope) for a in others):
                 return False
@@ -432,13 +452,18 @@ def _closure_reads(analysis: Analysis, function: Function, call: cst.Call) -> se
     return found
 
 
-def _inside(scope: Scope, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
-    current = scope.parent(node)
-    while current is not None:
-        if current is loop:
-            return node is not getattr(loop, "target", None) and node is not getattr(loop, "iter", None)
-        current = scope.parent(current)
-    return False
+def _loop_body(loop: cst.CSTNode) -> list[cst.CSTNode]:
+    """The nodes of a loop's body (and a while loop's test), nested functions excluded."""
+    from auditor.analysis import cst_children
+
+    skip = {id(getattr(loop, "target", None)), id(getattr(loop, "iter", None))}
+    nodes, stack = [], [child for child in cst_children(loop) if id(child) not in skip]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(child for child in cst_children(node)
+                     if child.__class__ not in (cst.FunctionDef, cst.ClassDef, cst.Lambda))
+    return nodes
 
 
 def adaptations(analysis: Analysis) -> list[Adaptation]:
@@ -519,6 +544,10 @@ def _repeated_passes(analysis: Analysis, results: dict[Function, Adaptation]) ->
     for function in analysis.index.functions:
         if function in results or not _calls_any(analysis, function, passes):
             continue
+        if not any(isinstance(loop, (ast.For, ast.While)) and any(
+                isinstance(n, ast.Call) and _call_leaf(n) in passes for n in ast.walk(loop))
+                for loop in own_nodes(function)):
+            continue  # no pass is called from inside a loop here (checked on the ast, before libcst)
         scope = analysis.scope(function)
         for node in scope.walk():
             if not isinstance(node, cst.Call) or _leaf(_name(node.func)) not in passes:

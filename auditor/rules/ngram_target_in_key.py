@@ -24,7 +24,7 @@ _INSERTS = ("add.at", "index_add_", "scatter_add_", "index_put_", "bincount")
 class NgramTargetInKey(Rule):
     id = "ngram-target-in-key"
     # a hashed key (XOR, a hash call) or a tuple key: the shapes a cache key takes
-    prefilter = re.compile(r"\^|hash|\[[^\]\n]*,")
+    prefilter = re.compile(r"\^|hash|\[\s*\(")
 
     def relevant(self, analysis, function):
         # the function must see targets: shifted reads, a loss target, or values passed in
