@@ -80,7 +80,16 @@ def ast_files(files: Files) -> dict[str, ast.Module]:
                 _PARSED_AST.clear()
             try:
                 _PARSED_AST[text] = ast.parse(text)
-            except (SyntaxError, ValueError, RecursionError) as exc:
+            except SyntaxError:
+                # 3.12 f-strings (nested quotes): this Python cannot parse them; with their
+                # contents blanked the bindings the collector needs are all still there
+                from auditor.source import blank_fstrings
+
+                try:
+                    _PARSED_AST[text] = ast.parse(blank_fstrings(text))
+                except (SyntaxError, ValueError, RecursionError) as exc:
+                    raise TransformError(f"{path}: not valid Python: {exc}") from None
+            except (ValueError, RecursionError) as exc:
                 raise TransformError(f"{path}: not valid Python: {exc}") from None
         out[path] = _PARSED_AST[text]
     return out
@@ -1269,6 +1278,14 @@ def read_folder_code(folder: Path) -> Files:
     return files
 
 
+def _compiles(text: str) -> bool:
+    try:
+        compile(text, "<original>", "exec")
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
 def transform_folder(folder: Path, name: str, dest: Path, seed: int = 0) -> Path:
     """Copy `folder` to `dest` with its Python files rewritten by transform `name`."""
     files = read_folder_code(folder)
@@ -1280,7 +1297,12 @@ def transform_folder(folder: Path, name: str, dest: Path, seed: int = 0) -> Path
         try:
             compile(text, relative, "exec")
         except (SyntaxError, ValueError) as exc:
-            raise TransformError(f"{relative}: the {name} transform produced invalid Python: {exc}") from None
+            if _compiles(files[relative]):
+                raise TransformError(f"{relative}: the {name} transform produced invalid Python: {exc}") from None
+            try:  # newer syntax than this Python's (3.12 f-strings): libcst must still read it
+                cst.parse_module(text)
+            except cst.ParserSyntaxError as exc2:
+                raise TransformError(f"{relative}: the {name} transform produced invalid Python: {exc2}") from None
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(folder, dest)
