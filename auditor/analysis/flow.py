@@ -261,11 +261,9 @@ class _Flow:
 
     def _class_fields(self) -> None:
         """Class-body assignments (a Hyperparameters class's paths) are attribute fields."""
-        for unit in self.index.units:
-            module = self.index.module_scope(unit)
-            for node in ast.walk(unit.tree):
-                if not isinstance(node, ast.ClassDef):
-                    continue
+        for class_name, definitions in self.index.classes.items():
+            for node in definitions:
+                module = self.index.module_scope(self.index.class_units[class_name])
                 for stmt in node.body:
                     value = getattr(stmt, "value", None)
                     if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or value is None:
