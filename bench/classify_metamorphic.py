@@ -117,9 +117,9 @@ def _process(job: tuple[dict, list[str], str, int]) -> tuple[str, dict, dict, fl
             skipped[name] = type(exc).__name__
         except Exception as exc:  # a bug of a transform: a skipped twin, said plainly
             skipped[name] = f"transform bug: {type(exc).__name__}: {exc}"
-    names = list(paths)
-    results = classify_paths([paths[n] for n in names], jobs=1, use_cache=False)
-    return item["id"], {n: r.to_json() for n, r in zip(names, results)}, skipped, time.perf_counter() - started
+    # one path per call: classify_paths then runs it in this (pool worker) process
+    results = {n: classify_paths([path], jobs=1, use_cache=False)[0] for n, path in paths.items()}
+    return item["id"], {n: r.to_json() for n, r in results.items()}, skipped, time.perf_counter() - started
 
 
 def main() -> int:
