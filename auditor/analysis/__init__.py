@@ -19,7 +19,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from auditor.analysis.config import Config, build_config
+from auditor.analysis.config import Config, build_config, env_helpers
 from auditor.analysis.flow import Taint, _Flow, compute_flow
 from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index, own_nodes
 from auditor.analysis.reach import Reach, compute_reach
@@ -334,9 +334,10 @@ def analyze_source(source: Source, submission: Submission | None = None, run: Ru
                 continue  # a helper we cannot read is reported by its own classify run
     index = build_index(units)
     run_config = run if run is not None else (submission.run_config if submission else RunConfig())
-    config = build_config(tree, run_config, _all_own_nodes(index, units[0]), units[0].text)
+    helpers = frozenset().union(*(env_helpers(unit.tree) for unit in units))
+    config = build_config(tree, run_config, _all_own_nodes(index, units[0]), units[0].text, helpers)
     for unit in units[1:]:
-        helper_config = build_config(unit.tree, run_config, _all_own_nodes(index, unit), unit.text)
+        helper_config = build_config(unit.tree, run_config, _all_own_nodes(index, unit), unit.text, helpers)
         for name, setting in helper_config.settings.items():
             config.settings.setdefault(name, setting)
         for name, setting in helper_config.env_settings.items():

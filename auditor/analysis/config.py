@@ -50,6 +50,7 @@ class Config:
     settings: dict[str, Setting] = field(default_factory=dict)  # by attr (lower) or constant
     env_settings: dict[str, Setting] = field(default_factory=dict)  # by env var name
     run: RunConfig = field(default_factory=RunConfig)
+    env_helpers: frozenset[str] = frozenset()  # the submission's env-reading functions
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def env_value(self, name: str, default: Any) -> Any:
@@ -131,8 +132,32 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
 
 
-def env_call_name(call: ast.Call) -> str | None:
-    """The env var an expression reads: os.environ.get("X"), os.getenv("X"), _env_int("X", 3)."""
+def env_helpers(tree: ast.Module) -> frozenset[str]:
+    """The submission's own functions that read the environment variable their first
+    parameter names (`def f(name, default): return int(os.environ.get(name, default))`)."""
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.args.args:
+            continue
+        first = node.args.args[0].arg
+        for sub in ast.walk(node):
+            key = None
+            if isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Name):
+                func = sub.func
+                if (isinstance(func, ast.Attribute) and func.attr == "get" and _is_environ(func.value)) or \
+                        (isinstance(func, ast.Attribute) and func.attr == "getenv"):
+                    key = sub.args[0].id
+            elif isinstance(sub, ast.Subscript) and _is_environ(sub.value) and isinstance(sub.slice, ast.Name):
+                key = sub.slice.id
+            if key == first:
+                found.add(node.name)
+                break
+    return frozenset(found)
+
+
+def env_call_name(call: ast.Call, helpers: frozenset[str] = frozenset()) -> str | None:
+    """The env var an expression reads: os.environ.get("X"), os.getenv("X"), or one of the
+    submission's env helpers (`helpers`, found by what they do) called with "X"."""
     func = call.func
     name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
     if not call.args or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
@@ -140,7 +165,7 @@ def env_call_name(call: ast.Call) -> str | None:
     var = call.args[0].value
     if isinstance(func, ast.Attribute) and name == "get" and _is_environ(func.value):
         return var
-    if name == "getenv" or ("env" in name.lower() and var.isupper()):
+    if name == "getenv" or (name in helpers and var.isupper()):
         return var
     return None
 
@@ -239,7 +264,7 @@ class Evaluator:
     def _call(self, node: ast.Call) -> Any:
         func = node.func
         fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-        var = env_call_name(node)
+        var = env_call_name(node, self.config.env_helpers)
         if var is not None:
             default: Any = None
             if len(node.args) > 1:
@@ -310,10 +335,10 @@ def _target_names(target: ast.expr) -> list[tuple[str, ast.expr | None]]:
     return []
 
 
-def _reads_env(node: ast.expr) -> str | None:
+def _reads_env(node: ast.expr, helpers: frozenset[str] = frozenset()) -> str | None:
     for sub in ast.walk(node):
         if isinstance(sub, ast.Call):
-            var = env_call_name(sub)
+            var = env_call_name(sub, helpers)
             if var is not None:
                 return var
         if isinstance(sub, ast.Subscript) and _is_environ(sub.value):
@@ -323,7 +348,7 @@ def _reads_env(node: ast.expr) -> str | None:
 
 
 def _add(config: Config, name: str, expr: ast.expr, line: int) -> None:
-    env = _reads_env(expr)
+    env = _reads_env(expr, config.env_helpers)
     setting = Setting(attr=name, env=env, expr=expr, line=line)
     # The first definition wins for a name (Hyperparameters come before later reuse of names).
     config.settings.setdefault(name, setting)
@@ -331,12 +356,12 @@ def _add(config: Config, name: str, expr: ast.expr, line: int) -> None:
         config.env_settings.setdefault(env, setting)
 
 
-def _is_config_class(node: ast.ClassDef) -> bool:
+def _is_config_class(node: ast.ClassDef, helpers: frozenset[str] = frozenset()) -> bool:
     """A class that holds settings, by what it is: one of its attributes reads the
     environment, or it is a dataclass of plain fields with no behaviour of its own."""
     for inner in node.body:
         value = getattr(inner, "value", None)
-        if isinstance(inner, (ast.Assign, ast.AnnAssign)) and value is not None and _reads_env(value):
+        if isinstance(inner, (ast.Assign, ast.AnnAssign)) and value is not None and _reads_env(value, helpers):
             return True
     decorated = any((getattr(d, "id", None) or getattr(d, "attr", None) or
                      getattr(getattr(d, "func", None), "id", None) or getattr(getattr(d, "func", None), "attr", None))
@@ -346,38 +371,41 @@ def _is_config_class(node: ast.ClassDef) -> bool:
     return decorated and not methods
 
 
-def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None = None) -> Config:
+def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None = None,
+                 helpers: frozenset[str] | None = None) -> Config:
     """Settings of a module. `nodes` (every node of its functions, from the index) and
-    `text` spare a walk of the whole tree; without them the tree is walked."""
-    config = Config(run=run)
+    `text` spare a walk of the whole tree; without them the tree is walked. `helpers`: the
+    env-reading functions of the whole submission (found in `tree` when not given)."""
+    helpers = env_helpers(tree) if helpers is None else helpers
+    config = Config(run=run, env_helpers=helpers)
     # Module-level constants and config classes first, then argparse anywhere.
     for stmt in tree.body:
         _collect_assign(config, stmt)
         if isinstance(stmt, ast.ClassDef):
             # Attributes of config classes are settings; those of other classes (a cache's
             # self.total_tokens = 0) are state, unless they read the environment.
-            is_config = _is_config_class(stmt)
+            is_config = _is_config_class(stmt, helpers)
             for inner in stmt.body:
-                if is_config or _reads_env(getattr(inner, "value", None) or ast.Constant(None)):
+                if is_config or _reads_env(getattr(inner, "value", None) or ast.Constant(None), helpers):
                     _collect_assign(config, inner)
                 if isinstance(inner, ast.FunctionDef) and inner.name in ("__init__", "__post_init__"):
                     for sub in ast.walk(inner):
                         if is_config or (isinstance(sub, (ast.Assign, ast.AnnAssign)) and sub.value is not None
-                                         and _reads_env(sub.value)):
+                                         and _reads_env(sub.value, helpers)):
                             _collect_assign(config, sub)
     lines = text.splitlines() if text is not None else None
+    hint = re.compile("(?i)env" + "".join("|" + re.escape(h) for h in sorted(helpers)))
     for node in ast.walk(tree) if nodes is None else nodes:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
             _collect_argparse(config, node)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            if lines is not None and not _ENV_HINT.search("".join(lines[node.lineno - 1:node.end_lineno])):
+            if lines is not None and not hint.search("".join(lines[node.lineno - 1:node.end_lineno])):
                 continue
-            if _reads_env(node.value):
+            if _reads_env(node.value, helpers):
                 _collect_assign(config, node)  # env reads inside functions: x = int(os.environ.get(...))
     return config
 
 
-_ENV_HINT = re.compile(r"(?i)env")
 
 
 def _collect_assign(config: Config, stmt: ast.stmt) -> None:

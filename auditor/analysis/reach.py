@@ -55,7 +55,7 @@ def _describe_test(test: ast.expr, config: Config) -> Dormancy:
         if isinstance(node, ast.Call):
             from auditor.analysis.config import env_call_name
 
-            var = env_call_name(node)
+            var = env_call_name(node, config.env_helpers)
             if var and var not in attrs:
                 attrs.append(var)
     details = []
