@@ -15,7 +15,7 @@ import re
 
 import libcst as cst
 
-from auditor.rules._adaptation import adaptations
+from auditor.analysis.adaptation import adaptations
 from auditor.analysis.flow import TARGET, VAL
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Rule, where

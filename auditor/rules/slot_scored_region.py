@@ -10,7 +10,7 @@ SLOT of that shape leaks as well. Optimizing only on already-scored tokens is le
 
 from __future__ import annotations
 
-from auditor.rules._adaptation import adaptations
+from auditor.analysis.adaptation import adaptations
 from auditor.rules.base import Hit, Rule, where
 
 

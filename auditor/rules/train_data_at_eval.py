@@ -14,7 +14,7 @@ import re
 
 from auditor.analysis.config import UNKNOWN
 from auditor.analysis.flow import TRAIN
-from auditor.rules._calibration import calibration_calls
+from auditor.analysis.calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
 
 RESERVE_SETTING = re.compile(r"(?i)reserve")

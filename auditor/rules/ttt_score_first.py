@@ -7,7 +7,7 @@ last chunk needs no training. Shown so a reviewer sees that the TTT found was ch
 
 from __future__ import annotations
 
-from auditor.rules._adaptation import adaptations
+from auditor.analysis.adaptation import adaptations
 from auditor.rules.base import Hit, Rule, where
 from auditor.rules.ttt_train_before_score import TTTTrainBeforeScore
 

@@ -9,7 +9,7 @@ Score-first TTT (each chunk scored under no_grad, then trained on) is legal (549
 
 from __future__ import annotations
 
-from auditor.rules._adaptation import adaptations, trains_on_mixed_data_only
+from auditor.analysis.adaptation import adaptations, trains_on_mixed_data_only
 from auditor.rules.base import Hit, Rule, where
 
 

@@ -18,7 +18,7 @@ import libcst as cst
 
 from auditor.analysis.flow import VAL
 from auditor.analysis.index import call_name, own_nodes
-from auditor.rules._adaptation import adaptations
+from auditor.analysis.adaptation import adaptations
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Hit, Rule, where
 
@@ -236,7 +236,7 @@ RULE = TwoPassRescore()
 
 def _pass_events(rule, analysis, scope, writers):
     """(inserts, scores) of one function: (line, enclosing loops, node, table or code)."""
-    from auditor.rules._adaptation import _accumulating_helpers, _score_event
+    from auditor.analysis.adaptation import _accumulating_helpers, _score_event
 
     score_names = analysis.score.of(scope.function)
     accumulating = _accumulating_helpers(analysis)
@@ -289,7 +289,7 @@ def _walk_names(node):
 
 
 def _loops_of(node, scope):
-    from auditor.rules._adaptation import _context
+    from auditor.analysis.adaptation import _context
 
     return _context(node, scope)[0]
 

@@ -17,8 +17,8 @@ import re
 from auditor.analysis import analyze_source
 from auditor.analysis.flow import TARGET, TRAIN, VAL
 from auditor.analysis.index import call_name, own_nodes
-from auditor.rules._adaptation import mixed_training_calls
-from auditor.rules._calibration import calibration_calls
+from auditor.analysis.adaptation import mixed_training_calls
+from auditor.analysis.calibration import calibration_calls
 from auditor.rules.base import Hit, Rule, where
 from auditor.source import Source, SourceError, decode_text, read_bytes_checked
 
