@@ -281,10 +281,13 @@ def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analy
     """True when every optimizer built here optimizes modules that are also built here.
 
     A compile warm-up on a throwaway LoRA, or a diagnostics probe, leaves the evaluated
-    model untouched (e.g. 1530's warm-up, deleted before scoring).
+    model untouched (e.g. 1530's warm-up, deleted before scoring). A module built here that
+    the reported score is then computed with is no throwaway.
     """
     function = scope.function
     given = set(function.params) | {"self"}
+    if analysis is not None:
+        given |= analysis.score.of(function)
     optimizers = _optimizer_calls(scope, analysis)
     if not optimizers:
         return False

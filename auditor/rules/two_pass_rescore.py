@@ -82,7 +82,7 @@ class TwoPassRescore(Rule):
             for i, (first, _, filled) in enumerate(calls):
                 for second, used, _ in calls[i + 1:]:
                     common = {n for n in filled & used if not _renewed(function, n, first.lineno, second.lineno)}
-                    if common and not _same_loop(function, first, second):
+                    if common and not _same_loop(function, first, second) and not _exclusive(function, first, second):
                         name = sorted(common)[0]
                         yield Hit(function, second.lineno, second.end_lineno or second.lineno,
                                   f"{where(function)} scores the validation tokens again at line {second.lineno} with "
@@ -308,16 +308,17 @@ def _called_names(function) -> set[str]:
 
 
 def _writes_table(function) -> bool:
-    for node in own_nodes(function):
+    """In-place writes into a table: `t[k] += 1`, `t.scatter_add_(...)`, `np.add.at(t, ...)`,
+    or `t += np.bincount(keys)`."""
+    nodes = own_nodes(function)
+    for node in nodes:
         if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
             return True
-    calls = {call_name(n) for n in own_nodes(function) if isinstance(n, ast.Call)}
-    if "bincount" in calls and any(isinstance(n, ast.AugAssign) for n in own_nodes(function)):
-        return True  # counts = np.bincount(keys, minlength=n); table += counts
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
                 node.func.attr in _TABLE_METHODS or ast.unparse(node.func).endswith("add.at")):
             return True
-    return False
+    calls = {call_name(n) for n in nodes if isinstance(n, ast.Call)}
+    return "bincount" in calls and any(isinstance(n, ast.AugAssign) for n in nodes)
 
 
 def _table_writers(analysis) -> set[str]:
@@ -366,6 +367,56 @@ def _renewed(function, name: str, after: int, before: int) -> bool:
                 and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) \
                 and node.func.value.id == name:
             return True
+    return False
+
+
+def _call_root(call: ast.Call) -> str | None:
+    """`model` of `model(x)` and of `model.score(x)`; None for a method of a value (`x.to(d)`)
+    whose receiver is itself computed."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return func.value.id
+    return None
+
+
+def _call_root_name(node: ast.AST) -> str | None:
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _model_positions(analysis, function, depth: int = 0) -> set[int]:
+    """Positions of the parameters a function runs as a model: calls them (`net(x)`), or
+    hands them to a helper that does."""
+    params = list(function.params)
+    if function.cls is not None and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    found = set()
+    for node in own_nodes(function):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name) and node.func.id in params:
+            found.add(params.index(node.func.id))
+        if depth < 2:
+            for callee in analysis.index.resolve(call_name(node)):
+                if callee is function:
+                    continue
+                inner = _model_positions(analysis, callee, depth + 1)
+                for position in inner:
+                    if position < len(node.args) and isinstance(node.args[position], ast.Name) \
+                            and node.args[position].id in params:
+                        found.add(params.index(node.args[position].id))
+    return found
+
+
+def _exclusive(function, first: ast.AST, second: ast.AST) -> bool:
+    """Whether two statements sit in the two branches of one `if` (never both run)."""
+    for node in own_nodes(function):
+        if isinstance(node, ast.If) and node.orelse:
+            body = {id(n) for stmt in node.body for n in ast.walk(stmt)}
+            orelse = {id(n) for stmt in node.orelse for n in ast.walk(stmt)}
+            if (id(first) in body and id(second) in orelse) or (id(first) in orelse and id(second) in body):
+                return True
     return False
 
 
@@ -419,12 +470,21 @@ def _mutated_positions(analysis, function, depth: int = 0) -> set[int]:
         if name in params:
             found.add(params.index(name))
         if isinstance(node, ast.Call) and call_name(node) == "backward" and isinstance(node.func, ast.Attribute):
-            # the parameters the loss was computed with: `model(x).backward()`, `l = f(model); l.backward()`
-            used = _names_of(node.func.value)
+            # the models the loss was computed with: what is called in it, `model(x).backward()`,
+            # `loss = model(x, y); loss.backward()`, `model.score(x).backward()`
+            loss = [node.func.value]
+            names = _names_of(node.func.value)
             for stmt in nodes:
-                if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id in used for t in stmt.targets):
-                    used |= _names_of(stmt.value)
-            found |= {params.index(n) for n in used if n in params and n not in _data_params(analysis, function)}
+                if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id in names for t in stmt.targets):
+                    loss.append(stmt.value)
+            called = set()
+            for call in (c for expr in loss for c in ast.walk(expr) if isinstance(c, ast.Call)):
+                called.add(_call_root(call))
+                # a helper that runs the model it is handed: `per_pos(model, x, y).backward()`
+                for callee in analysis.index.resolve(call_name(call)):
+                    positions = _model_positions(analysis, callee)
+                    called |= {_call_root_name(a) for i, a in enumerate(call.args) if i in positions}
+            found |= {params.index(n) for n in called if n in params and n not in _data_params(analysis, function)}
         if depth < 2 and isinstance(node, ast.Call):
             for callee in analysis.index.resolve(call_name(node)):
                 if callee is function:
