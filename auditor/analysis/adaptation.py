@@ -145,26 +145,27 @@ def _score_root(node: cst.CSTNode) -> str:
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
 
+def in_place_roots(function: Function) -> set[str]:
+    """Names a function writes in place: `s += v`, `s[i] += v`, `s.add_(v)`, `xs.append(v)`."""
+    found = set()
+    for node in own_nodes(function):
+        target = None
+        if isinstance(node, ast.AugAssign):
+            target = node.target
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                "add_", "index_add_", "scatter_add_", "append", "extend"):
+            target = node.func.value
+        while isinstance(target, (ast.Subscript, ast.Attribute)):
+            target = target.value
+        if isinstance(target, ast.Name):
+            found.add(target.id)
+    return found
+
+
 def _accumulating_helpers(analysis: Analysis) -> set[str]:
     """Names of the submission's functions that write in place into one of their parameters."""
-    def compute() -> set[str]:
-        found = set()
-        for function in analysis.index.functions:
-            params = set(function.params)
-            for node in own_nodes(function):
-                target = None
-                if isinstance(node, ast.AugAssign):
-                    target = node.target
-                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
-                        "add_", "index_add_", "scatter_add_", "append", "extend"):
-                    target = node.func.value
-                while isinstance(target, (ast.Subscript, ast.Attribute)):
-                    target = target.value
-                if isinstance(target, ast.Name) and target.id in params:
-                    found.add(function.name)
-                    break
-        return found
-    return analysis.memo("accumulating-helpers", compute)
+    return analysis.memo("accumulating-helpers", lambda: {
+        f.name for f in analysis.index.functions if in_place_roots(f) & set(f.params)})
 
 
 _IDENT = re.compile(r"[A-Za-z_][\w.]*")

@@ -475,15 +475,9 @@ def _vararg(function: Function) -> str | None:
 def _params_in_return(function: Function, index: Index) -> set[str]:
     """Parameters the function's return (or yield) values are computed from, through its
     own assignments and in-place writes; every parameter when it returns nothing checkable."""
-    from auditor.analysis.values import _facts
+    from auditor.analysis.values import returned_names
 
-    fact = _facts(function, index)
-    closure, stack = set(), list(fact.returns)
-    while stack:
-        name = stack.pop()
-        if name not in closure:
-            closure.add(name)
-            stack.extend(fact.depends.get(name, ()))
+    closure = returned_names(function, index)
     params = [*function.params, *([_vararg(function)] if _vararg(function) else [])]
     return {p for p in params if p in closure or any(c.startswith(p + ".") for c in closure)}
 

@@ -151,6 +151,19 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
     return facts
 
 
+def returned_names(function: Function, index: Index) -> set[str]:
+    """The names a function's return (or yield) values are made of, through its own
+    assignments and in-place writes."""
+    fact = _facts(function, index)
+    closure, stack = set(), list(fact.returns)
+    while stack:
+        name = stack.pop()
+        if name not in closure:
+            closure.add(name)
+            stack.extend(fact.depends.get(name, ()))
+    return closure
+
+
 def compute_score(index: Index) -> Score:
     facts = {f: _facts(f, index) for f in index.functions}
     # who calls whom, for a report made inside a helper (`show(total, count)`): the
@@ -161,14 +174,8 @@ def compute_score(index: Index) -> Score:
             for callee in callees:
                 callers.setdefault(callee, []).append((function, call))
     score = Score(reported=any(f.seeds for f in facts.values()))
-    for function, fact in facts.items():
-        closure, stack = set(), list(fact.returns)
-        while stack:
-            name = stack.pop()
-            if name not in closure:
-                closure.add(name)
-                stack.extend(fact.depends.get(name, ()))
-        score.returns[function] = closure
+    for function in facts:
+        score.returns[function] = returned_names(function, index)
     work: list[tuple[Function, str]] = []
 
     def mark(function: Function, name: str) -> None:

@@ -89,11 +89,8 @@ class NgramTargetInKey(Rule):
     def _used_for_lookup(scope, node) -> bool:
         """Whether the key reads a table (not only writes one): directly in a read subscript,
         or through a name it is assigned to that some read subscript or call uses."""
-        current, parent = node, scope.parent(node)
-        while parent is not None and not isinstance(parent, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            if isinstance(parent, cst.AugAssign) and current is parent.target:
-                return False
-            if isinstance(parent, cst.Call) and full_name(parent.func).endswith(_INSERTS):
+        for current, parent in _up_to_statement(scope, node):
+            if _inserts(current, parent):
                 return False
             if isinstance(parent, cst.Assign):
                 names = {full_name(t.target) for t in parent.targets if isinstance(t.target, cst.Name)}
@@ -102,7 +99,6 @@ class NgramTargetInKey(Rule):
                 returned = {n.value for r in scope.walk() if isinstance(r, cst.Return) and r.value is not None
                             for n in _walk(r.value) if isinstance(n, cst.Name)}
                 return bool(names & returned) or any(_reads_name(scope, n, names) for n in scope.walk())
-            current, parent = parent, scope.parent(parent)
         return True
 
     @staticmethod
@@ -211,16 +207,24 @@ def _reads_name(scope, node, names: set[str]) -> bool:
         return False
     if not any(isinstance(n, cst.Name) and n.value in names for n in _walk(node)):
         return False
+    return not any(_inserts(current, parent) or isinstance(parent, cst.AssignTarget)
+                   for current, parent in _up_to_statement(scope, node))
+
+
+def _up_to_statement(scope, node):
+    """(node, parent) pairs from `node` up to the statement that holds it."""
     current, parent = node, scope.parent(node)
     while parent is not None and not isinstance(parent, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-        if isinstance(parent, cst.AugAssign) and current is parent.target:
-            return False
-        if isinstance(parent, cst.Call) and full_name(parent.func).endswith(_INSERTS):
-            return False
-        if isinstance(parent, cst.AssignTarget):
-            return False
+        yield current, parent
         current, parent = parent, scope.parent(parent)
-    return True
+
+
+def _inserts(current, parent) -> bool:
+    """`current` is what an insert writes: the target of `t[k] += 1`, an argument of
+    `np.add.at` / `scatter_add_` / `bincount`."""
+    if isinstance(parent, cst.AugAssign) and current is parent.target:
+        return True
+    return isinstance(parent, cst.Call) and full_name(parent.func).endswith(_INSERTS)
 
 
 def _walk(node):

@@ -263,20 +263,10 @@ def _scoring_call(analysis, scope, node, score_names) -> bool:
 
 def _scoring_functions(analysis) -> set[str]:
     """Functions that add losses in place into values that reach the report."""
-    found = set()
-    for function in analysis.index.functions:
-        score = analysis.score.of(function)
-        if not score or not analysis.taint.of(function, VAL):
-            continue
-        for node in own_nodes(function):
-            if isinstance(node, ast.AugAssign):
-                target = node.target
-                while isinstance(target, (ast.Subscript, ast.Attribute)):
-                    target = target.value
-                if isinstance(target, ast.Name) and target.id in score:
-                    found.add(function.name)
-                    break
-    return found
+    from auditor.analysis.adaptation import in_place_roots
+
+    return {f.name for f in analysis.index.functions
+            if analysis.taint.of(f, VAL) and in_place_roots(f) & analysis.score.of(f)}
 
 
 def _walk_names(node):
