@@ -86,7 +86,9 @@ class Scope:
     def _walk_once(self) -> None:
         # libcst computes `children` on every access: walk once and keep nodes and parents.
         nodes, parents = [], {}
-        stack = [(node, None) for node in reversed(self.statements)]
+        # a def right in the body is a function of its own (closures are analyzed apart)
+        stack = [(node, None) for node in reversed(self.statements)
+                 if not isinstance(node, (cst.FunctionDef, cst.ClassDef))]
         while stack:
             node, parent = stack.pop()
             nodes.append(node)

@@ -85,7 +85,8 @@ def _own_walk(statements: list[ast.stmt]) -> tuple[list[ast.AST], list[ast.AST]]
     A lambda's body is part of the code around it: `run(lambda: evaluate(model, tokens))`
     calls `evaluate` from here, with this function's values."""
     nodes, nested = [], []
-    stack = list(reversed(statements))
+    stack = [s for s in reversed(statements) if not isinstance(s, _SCOPES)]
+    nested.extend(s for s in statements if isinstance(s, _SCOPES))  # a def right in the body
     while stack:
         node = stack.pop()
         nodes.append(node)

@@ -30,7 +30,8 @@ class MinNllSelection(Rule):
     def relevant(self, analysis, function):
         # Only where the tokens are trained on between the passes: a best-of-EMA/SWA pick
         # by validation score in main() is another matter, not a per-token minimum.
-        return function in {a.function for a in adaptations(analysis)}
+        adapting = {a.function for a in adaptations(analysis)}
+        return function in adapting or function.parent in adapting  # a closure is part of its pass
 
     def check_scope(self, analysis, scope):
         function = scope.function

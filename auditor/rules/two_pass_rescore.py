@@ -73,12 +73,19 @@ class TwoPassRescore(Rule):
                 if not callees or not assigned & score:
                     continue
                 args = list(node.value.args)
-                if not any(VAL in analysis.kinds(function, a, line=node.lineno) for a in args):
+                closures = [c for c in callees if c.parent is function]
+                if not closures and not any(VAL in analysis.kinds(function, a, line=node.lineno) for a in args):
                     continue
                 shared = {i: a.id for i, a in enumerate(args) if isinstance(a, ast.Name)
                           and VAL not in analysis.kinds(function, a, line=node.lineno)}
                 filled = {shared[i] for callee in callees for i in _mutated_positions(analysis, callee) if i in shared}
-                calls.append((node, set(shared.values()), filled))
+                used = set(shared.values())
+                for closure in closures:
+                    # a nested pass works on this function's objects directly (`cache` read freely)
+                    free = _free_names(closure)
+                    used |= free
+                    filled |= free & _written_through(analysis, closure)
+                calls.append((node, used, filled))
             for i, (first, _, filled) in enumerate(calls):
                 for second, used, _ in calls[i + 1:]:
                     common = {n for n in filled & used if not _renewed(function, n, first.lineno, second.lineno)}
@@ -158,6 +165,9 @@ class TwoPassRescore(Rule):
         # ttt-train-before-score, not a second pass.
         trainers = {a.function.name: a for a in adaptations(analysis)
                     if a.order == "score-first" and a.adapts_given_model}
+        # a function whose nested pass scores and trains is that pass for its callers
+        trainers.update({a.function.parent.name: _as_parent(a) for a in list(trainers.values())
+                         if a.function.parent is not None and a.function.parent.qualname != "<module>"})
         if not trainers:
             return
         # a scorer: its result reaches the reported score, and it reads validation data
@@ -371,6 +381,38 @@ def _call_root(call: ast.Call) -> str | None:
     return None
 
 
+def _as_parent(adaptation):
+    """The adaptation of a closure, seen from the function that defines and calls it."""
+    from dataclasses import replace
+
+    return replace(adaptation, function=adaptation.function.parent)
+
+
+def _free_names(function) -> set[str]:
+    """Names a nested function reads from the function around it."""
+    nodes = own_nodes(function)
+    local = set(function.params) | {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+
+
+def _written_through(analysis, function) -> set[str]:
+    """Names whose tables a function writes: `t[k] += 1`, `obj.insert(...)` of a table writer."""
+    writers = _table_writers(analysis)
+    found = set()
+    for node in own_nodes(function):
+        target = None
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
+            target = node.target
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                node.func.attr in writers or node.func.attr in _TABLE_METHODS):
+            target = node.func.value
+        while isinstance(target, (ast.Subscript, ast.Attribute)):
+            target = target.value
+        if isinstance(target, ast.Name):
+            found.add(target.id)
+    return found
+
+
 def _call_root_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
@@ -430,18 +472,27 @@ def _same_loop(function, first: ast.AST, second: ast.AST) -> bool:
 
 def _mutated_positions(analysis, function, depth: int = 0) -> set[int]:
     """Positions (after self) of the parameters a function fills: table writes through them
-    (`p[k] += 1`, `p.update(...)` of a table-writing method), or gradient steps on their
-    parameters (`p.parameters()` in a function that steps)."""
+    (`p[k] += 1`, `p.update(...)` of a table-writing method), or gradient steps on the
+    models they are (`p(x).backward()`, `p.parameters()` in a function that steps)."""
     key = f"mutated:{id(function)}"
     if depth == 0 and key in analysis._memo:
         return analysis._memo[key]
     params = list(function.params)
     if function.cls is not None and params and params[0] in ("self", "cls"):
         params = params[1:]
+    found = {params.index(n) for n in _mutated_names(analysis, function, set(params), depth)}
+    if depth == 0:
+        analysis._memo[key] = found
+    return found
+
+
+def _mutated_names(analysis, function, candidates: set[str], depth: int = 0) -> set[str]:
+    """Which of `candidates` (parameters, or a closure's free names) the function fills."""
     writers = _table_writers(analysis)
     nodes = own_nodes(function)
     steps = any(isinstance(n, ast.Call) and call_name(n) in ("backward", "step") for n in nodes)
-    found: set[int] = set()
+    data = _data_params(analysis, function)
+    found: set[str] = set()
 
     def root(node):
         while isinstance(node, (ast.Attribute, ast.Subscript)):
@@ -457,8 +508,8 @@ def _mutated_positions(analysis, function, depth: int = 0) -> set[int]:
                 name = root(node.func.value)
             elif node.func.attr in ("parameters", "named_parameters") and steps:
                 name = root(node.func.value)
-        if name in params:
-            found.add(params.index(name))
+        if name in candidates:
+            found.add(name)
         if isinstance(node, ast.Call) and call_name(node) == "backward" and isinstance(node.func, ast.Attribute):
             # the models the loss was computed with: what is called in it, `model(x).backward()`,
             # `loss = model(x, y); loss.backward()`, `model.score(x).backward()`
@@ -474,17 +525,15 @@ def _mutated_positions(analysis, function, depth: int = 0) -> set[int]:
                 for callee in analysis.index.resolve(call_name(call)):
                     positions = _model_positions(analysis, callee)
                     called |= {_call_root_name(a) for i, a in enumerate(call.args) if i in positions}
-            found |= {params.index(n) for n in called if n in params and n not in _data_params(analysis, function)}
+            found |= {n for n in called if n in candidates and n not in data}
         if depth < 2 and isinstance(node, ast.Call):
             for callee in analysis.index.resolve(call_name(node)):
                 if callee is function:
                     continue
-                inner = _mutated_positions(analysis, callee, depth + 1)
-                for position in inner:
-                    if position < len(node.args):
-                        passed = root(node.args[position])
-                        if passed in params:
-                            found.add(params.index(passed))
-    if depth == 0:
-        analysis._memo[key] = found
+                for position in _mutated_positions(analysis, callee, depth + 1):
+                    if position < len(node.args) and root(node.args[position]) in candidates:
+                        found.add(root(node.args[position]))
+                if callee.parent is function:
+                    # a closure fills this function's objects it reads freely
+                    found |= _mutated_names(analysis, callee, _free_names(callee) & candidates, depth + 1)
     return found
