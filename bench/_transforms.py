@@ -256,6 +256,7 @@ class Inventory:
     pattern_tokens: set[str] = field(default_factory=set)  # tokens of name-pattern strings
     plain_strings: set[str] = field(default_factory=set)  # identifier-shaped plain string literals
     module_level: set[str] = field(default_factory=set)  # names assigned at module level
+    settings: set[str] = field(default_factory=set)  # names assigned a literal or an env var read
 
 
 def _dotted_ast(node: ast.expr) -> str | None:
@@ -279,6 +280,21 @@ def _root_ast(node: ast.expr) -> str | None:
             node = node.value
         else:
             return None
+
+
+_LITERAL_NODES = (ast.Constant, ast.UnaryOp, ast.BinOp, ast.Tuple, ast.List, ast.operator, ast.unaryop,
+                  ast.expr_context)
+
+
+def _setting_value(value: ast.expr) -> bool:
+    for node in ast.walk(value):
+        if isinstance(node, ast.Call):
+            name = _dotted_ast(node.func) or ""
+            if "environ" in name or "getenv" in name or "env" in name.split(".")[-1].lower():
+                return True
+        if isinstance(node, ast.Subscript) and "environ" in (_dotted_ast(node.value) or ""):
+            return True
+    return all(isinstance(node, _LITERAL_NODES) for node in ast.walk(value))
 
 
 class Collector(ast.NodeVisitor):
@@ -382,6 +398,28 @@ class Collector(ast.NodeVisitor):
             elif not self.frames:
                 self.inv.module_level.add(node.id)
 
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._setting(node.targets, node.value)
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._setting([node.target], node.value)
+        self.generic_visit(node)
+
+    def _setting(self, targets: list[ast.expr], value: ast.expr | None) -> None:
+        """A configuration value: a literal, or something read from the environment."""
+        if value is None:
+            if not self.in_class_body():
+                return
+        elif not _setting_value(value):
+            return
+        for target in targets:
+            for node in ast.walk(target):
+                if isinstance(node, ast.Name) and (not self.frames or self.in_class_body()):
+                    self.inv.settings.add(node.id)
+                elif isinstance(node, ast.Attribute):
+                    self.inv.settings.add(node.attr)
+
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.name:
             self.inv.defined.add(node.name)
@@ -440,9 +478,10 @@ def rename_plan(files: Files, siblings: set[str], keep: set[str], seed: int) -> 
     protected = set(KEEP_ALWAYS) | set(dir(builtins)) | inv.imported | inv.sibling_aliases | siblings
     protected |= inv.named_strings
     # configuration the README or logs spell (`ttt_epochs: 3`, `TTT_EPOCHS=3`) names settings:
-    # class fields, attributes and module constants; a local `loss` a log also prints is renamed
+    # fields, attributes and module names assigned a literal or an env read; a local `loss` or a
+    # module-level `val_tokens = load(...)` that a log also prints is renamed
     spelled = {k.lower() for k in keep}
-    protected |= {n for n in inv.members | inv.module_level if n.lower() in spelled}
+    protected |= {n for n in inv.settings if n.lower() in spelled}
     protected |= {n for n in inv.defined | inv.members if n.startswith("__") and n.endswith("__")}
     library = library_attributes()
     for attr in inv.members:

@@ -283,7 +283,12 @@ def test_rename_keeps_library_attributes_patterns_and_configured_fields():
     assert "ttt_epochs" not in rename(TORCH)["train_gpt.py"].replace("TTT_EPOCHS", "")
     # a log that prints `epochs: 2` or `err: 0.3` names no setting: locals are still renamed
     logged = rename(TORCH, keep={"ttt_epochs", "epochs", "err", "hidden_size"})["train_gpt.py"]
-    assert "(epochs)" not in logged and "err" not in logged and "hidden_size = 8" in logged.replace("TTT_EPOCHS", "")
+    assert "(epochs)" not in logged and "err" not in logged and "hidden_size = 8" in logged
+    # a module-level value that is not a setting (loaded data) is renamed even when a log prints it
+    script = {"train_gpt.py": "import os\nLIMIT = int(os.environ.get('LIMIT', 3))\nval_tokens = list(range(LIMIT))\n"
+                              "print(len(val_tokens))\n"}
+    both = rename(script, keep={"val_tokens", "limit"})["train_gpt.py"]
+    assert "LIMIT = int(" in both and "val_tokens" not in both.replace("TTT_EPOCHS", "")
 
 
 def test_structural_transforms_change_the_shape():
