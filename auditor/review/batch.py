@@ -69,7 +69,7 @@ def _review_one(args: tuple) -> dict:
         from auditor.review.run import review_pr
 
         outcome = review_pr(repo_dir, pr, head_sha=head, github_repo=github_repo, smoke=smoke,
-                            use_cache=use_cache, work_dir=work_dir)
+                            use_cache=use_cache, work_dir=work_dir, isolate=True)
         return {"row": outcome.summary, "markdown": outcome.markdown,
                 "results": {"classify": outcome.classify, "claims": outcome.claims, "smoke": outcome.smoke},
                 "seconds": time.monotonic() - started}

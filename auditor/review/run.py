@@ -61,11 +61,14 @@ def load_reproduce_report(path: str | Path) -> dict:
     return data
 
 
-def _run_checks(folder: Path, smoke: bool, use_cache: bool) -> tuple[dict, dict | None, dict | None, Any]:
+def _run_checks(folder: Path, smoke: bool, use_cache: bool,
+                isolate: bool = False) -> tuple[dict, dict | None, dict | None, Any]:
     from auditor.claims.checks import check_claims
     from auditor.classify import classify_paths
 
-    classify_result = classify_paths([str(folder)], jobs=1, use_cache=use_cache)[0]
+    # isolate: classify in a child process of its own, with classify's timeout, so that one
+    # submission that hangs or crashes the parser costs its verdict, not a batch worker.
+    classify_result = classify_paths([str(folder)], jobs=2 if isolate else 1, use_cache=use_cache)[0]
     claims_result = check_claims(folder) if folder.is_dir() else None
     smoke_result = None
     if smoke:
@@ -85,7 +88,8 @@ def _as_json(result: Any) -> dict | None:
 
 
 def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: str | Path | None = None,
-                  context=None, use_cache: bool = True, pr: int | None = None, title: str = "") -> ReviewOutcome:
+                  context=None, use_cache: bool = True, pr: int | None = None, title: str = "",
+                  isolate: bool = False) -> ReviewOutcome:
     """Review a record folder (or one script) on disk."""
     from auditor.report.markdown import ReviewContext, review_markdown, scrub_paths
 
@@ -96,7 +100,7 @@ def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: 
     context = context or ReviewContext()
     if not folder.is_dir():
         context.not_checked.append("Claims were not checked: a single script has no submission.json or logs.")
-    classify_result, claims_result, smoke_result, _ = _run_checks(folder, smoke, use_cache)
+    classify_result, claims_result, smoke_result, _ = _run_checks(folder, smoke, use_cache, isolate)
     markdown = review_markdown(classify_result, claims_result, smoke_result, report, context,
                                reproduce_source=str(reproduce_report or ""))
     classify_json, claims_json, smoke_json = _as_json(classify_result), _as_json(claims_result), _as_json(smoke_result)
@@ -113,7 +117,7 @@ def pr_command(pr: int, smoke: bool) -> str:
 
 def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, github_repo: str | None = None,
               smoke: bool = False, reproduce_report: str | Path | None = None, use_cache: bool = True,
-              work_dir: str | Path | None = None) -> ReviewOutcome:
+              work_dir: str | Path | None = None, isolate: bool = False) -> ReviewOutcome:
     """Review the record folder PR `pr` adds, read from refs/pull/N/head of a local clone."""
     from auditor.report.markdown import ReviewContext
 
@@ -145,7 +149,7 @@ def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, git
         context = ReviewContext(subject=source.folder, github_repo=github_repo, sha=source.head_sha, pr=pr,
                                 root=str(root), command=command, not_checked=notes, repo_paths=dict(source.borrowed))
         return review_folder(folder, smoke=smoke, reproduce_report=reproduce_report, context=context,
-                             use_cache=use_cache, pr=pr, title=source.title)
+                             use_cache=use_cache, pr=pr, title=source.title, isolate=isolate)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
