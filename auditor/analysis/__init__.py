@@ -310,13 +310,13 @@ def _find_def(module: cst.Module, positions: dict, function: Function) -> cst.Fu
     stack: list[cst.CSTNode] = [module]
     while stack:
         node = stack.pop()
-        if isinstance(node, cst.FunctionDef) and node.name.value == function.name:
+        if node.__class__ is cst.FunctionDef and node.name.value == function.name:
             start = positions.get(id(node), (0, 0))[0]
             if first <= start <= target_line:
                 return node
             if best is None:
                 best = node
-        stack.extend(node.children)
+        stack.extend(cst_children(node))  # (libcst's own `children` re-visits the node: slow)
     return best
 
 
@@ -336,7 +336,7 @@ def analyze_source(source: Source, submission: Submission | None = None, run: Ru
                 continue  # a helper we cannot read is reported by its own classify run
     index = build_index(units)
     run_config = run if run is not None else (submission.run_config if submission else RunConfig())
-    helpers = frozenset().union(*(env_helpers(unit.tree) for unit in units))
+    helpers = env_helpers((f.node, own_nodes(f)) for f in index.functions if f.qualname != MODULE_SCOPE)
     config = build_config(tree, run_config, _all_own_nodes(index, units[0]), units[0].text, helpers)
     for unit in units[1:]:
         helper_config = build_config(unit.tree, run_config, _all_own_nodes(index, unit), unit.text, helpers)

@@ -202,19 +202,19 @@ def _local_sources(scope: Scope, classes: set[str] = frozenset(),
     `model`."""
     sources: dict[str, set[str]] = {}
     for node in scope.walk():
-        if isinstance(node, cst.Assign):
-            code = scope.code(node.value).strip()
+        kind = node.__class__
+        if kind is cst.Assign:
             called = _leaf(_name(node.value.func)) if isinstance(node.value, cst.Call) else ""
-            built = called in classes or (_CONSTRUCTOR.match(code) and called not in functions)
-            parts = set() if built else _roots(code)
+            built = called in classes or (called[:1].isupper() and called not in functions)
+            parts = set() if built else _node_roots(node.value)
             for target in node.targets:
-                for name in _IDENT.findall(scope.code(target.target)):
-                    sources.setdefault(name.split(".")[0], set()).update(parts)
-        elif isinstance(node, cst.For):
+                for name in _node_roots(target.target):
+                    sources.setdefault(name, set()).update(parts)
+        elif kind is cst.For:
             parts = _node_roots(node.iter)
-            for name in _IDENT.findall(scope.code(node.target)):
+            for name in _node_roots(node.target):
                 sources.setdefault(name, set()).update(parts)
-        elif (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+        elif (kind is cst.Call and isinstance(node.func, cst.Attribute)
               and node.func.attr.value in ("append", "extend", "add") and node.args):
             owner = _name(node.func.value).split(".")[0]
             if owner:
@@ -255,19 +255,42 @@ def _optimizer_classes(analysis: Analysis) -> set[str]:
     return analysis.memo("optimizer-classes", compute)
 
 
+_FACTORY = re.compile(r"^torch\.(zeros|ones|full|empty|randn)\w*$")
+
+
+def _requires_grad(call: cst.Call) -> bool:
+    """`torch.zeros(..., requires_grad=True)`, `torch.zeros(...).requires_grad_()`,
+    `nn.Parameter(torch.zeros(...))`: a fresh tensor that gradients will update."""
+    while True:  # along a chain: torch.zeros(..., requires_grad=True).to(device)
+        if any(a.keyword is not None and a.keyword.value == "requires_grad" and _name(a.value) == "True"
+               for a in call.args):
+            return True
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value == "requires_grad_" and not call.args:
+            return True
+        if _name(call.func).endswith("nn.Parameter") and call.args and isinstance(call.args[0].value, cst.Call) \
+                and re.match(r"^torch\.(zeros|full|empty|randn)", _name(call.args[0].value.func)):
+            return True
+        if isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Call):
+            call = call.func.value
+            continue
+        return False
+
+
 def _delta_names(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> set[str]:
     """Tensors created here with requires_grad and handed to an optimizer built here (SLOT)."""
     created: set[str] = set()
     fresh: set[str] = set()  # tensors made here from a factory: torch.zeros(...), ...
     for node in scope.walk():
-        if isinstance(node, cst.Assign) and len(node.targets) == 1:
+        kind = node.__class__
+        if kind is cst.Assign and len(node.targets) == 1 and isinstance(node.value, cst.Call):
             target = _name(node.targets[0].target)
-            code = scope.code(node.value)
-            if target and re.search(r"requires_grad\s*=\s*True|\.requires_grad_\(\)|nn\.Parameter\(\s*torch\.(zeros|full|empty|randn)", code):
+            if not target:
+                continue
+            if _requires_grad(node.value):
                 created.add(target)
-            if target and re.match(r"\s*torch\.(zeros|ones|full|empty|randn)\w*\(", code):
+            if _FACTORY.match(_name(node.value.func)):
                 fresh.add(target)
-        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "requires_grad_":
+        elif kind is cst.Call and isinstance(node.func, cst.Attribute) and node.func.attr.value == "requires_grad_":
             # delta.requires_grad_() on a fresh tensor; not p.requires_grad_(True) over model parameters
             if _name(node.func.value) in fresh:
                 created.add(_name(node.func.value))

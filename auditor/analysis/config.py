@@ -132,15 +132,19 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
 
 
-def env_helpers(tree: ast.Module) -> frozenset[str]:
+def env_helpers(definitions) -> frozenset[str]:
     """The submission's own functions that read the environment variable their first
-    parameter names (`def f(name, default): return int(os.environ.get(name, default))`)."""
+    parameter names (`def f(name, default): return int(os.environ.get(name, default))`).
+    `definitions`: (definition, its own nodes) pairs, or a module whose definitions are searched."""
+    if isinstance(definitions, ast.Module):
+        definitions = [(n, ast.walk(n)) for n in ast.walk(definitions)
+                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     found = set()
-    for node in ast.walk(tree):
+    for node, nodes in definitions:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.args.args:
             continue
         first = node.args.args[0].arg
-        for sub in ast.walk(node):
+        for sub in nodes:
             key = None
             if isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Name):
                 func = sub.func

@@ -122,7 +122,8 @@ class TwoPassRescore(Rule):
             for closure in analysis.index.resolve(_leaf(full_name(node.func))):
                 if closure.parent is not function:
                     continue
-                inner_inserts, inner_scores = _pass_events(self, analysis, analysis.scope(closure), writers)
+                inner_inserts, inner_scores = analysis.memo(
+                    f"pass-events:{id(closure)}", lambda c=closure: _pass_events(self, analysis, analysis.scope(c), writers))
                 at = (scope.lines(node)[0], _loops_of(node, scope), node)
                 if inner_inserts:
                     inserts.append(at + (_table_of(inner_inserts[0][2]),))
