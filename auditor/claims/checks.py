@@ -430,7 +430,7 @@ def _check_mean(result: ClaimsResult, check: str, claimed: Printed, series: dict
     observed = f"{mean:.8f} (mean of {len(first)}: " + ", ".join(v.text for v in first) + ")"
     for name, values in series.items():
         if len(values) > 1 and any(agree(claimed, v) for v in values):
-            result.add(check, WARNING, f"{where} {claimed.text} is one seed's {name}, not the mean of the "
+            result.add(check, WARNING, f"{where} {claimed.text} is one seed's value ({name}), not the mean of the "
                        f"{len(values)} logged seeds", claimed=claimed.text, observed=observed)
             return
         if len(values) == 1 and agree(claimed, values[0]):
