@@ -553,11 +553,12 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
     _repeated_passes(analysis, results)
     # A closure that only trains is part of the function that defines and calls it: that
     # function's adaptation (its loops, its scores, its optimizer's tensors) is the verdict.
-    for name, trainer in trainers.items():
-        closure = trainer.parent is not None and trainer.parent.qualname != "<module>"
-        if closure and trainer in results and any(a.via_call == name and a.function is trainer.parent
-                                                  for a in results.values()):
-            del results[trainer]
+    # (called directly, or handed to `optimizer.step(closure)` as L-BFGS takes it)
+    for function, adaptation in list(results.items()):
+        parent = function.parent
+        if (adaptation.order == "no-score" and parent is not None and parent.qualname != "<module>"
+                and parent in results):
+            del results[function]
     return list(results.values())
 
 
