@@ -44,11 +44,13 @@ class MinNllSelection(Rule):
         for node in scope.walk():
             if isinstance(node, cst.Call) and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2:
                 args = [a.value for a in node.args]
-                if sum(loss_on_tokens(a) for a in args) < 1:
-                    continue
-                # a running minimum kept for the score: `best = min(best, nll)`, not a bound
-                # on positions (`end = min(start + L, n)` then `toks[start:end]`)
                 kept = _assigned_by(scope, node)
+                # between two losses, or a loss and the running minimum (`best = min(best, nll)`);
+                # `min(x, 1.0)` is a clamp
+                compared = sum(loss_on_tokens(a) or bool(_names(a) & kept) for a in args)
+                if not any(loss_on_tokens(a) for a in args) or compared < 2:
+                    continue
+                # kept for the score, not a bound on positions (`end = min(start + L, n)`)
                 if kept & score and not kept & _index_names(scope):
                     yield self.hit(scope, node, self._message(function, scope.code(node)))
             elif isinstance(node, cst.If) and isinstance(node.test, cst.Comparison):

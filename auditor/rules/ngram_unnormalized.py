@@ -45,7 +45,7 @@ class NgramUnnormalized(Rule):
             # An operand computed from the realized target (its probability, its count, its
             # NLL): the mixture exists only at that token, not over the vocabulary.
             picked = [o for o in operands if TARGET in analysis.kinds(function, o, scope)]
-            if picked:
+            if picked and _feeds_the_score(analysis, scope, node):
                 code = " ".join(scope.code(node).split())
                 code = code if len(code) <= 80 else code[:77] + "..."
                 yield self.hit(scope, node,
@@ -120,6 +120,29 @@ if __name__ == "__main__":
     print(eval_with_ngram_cache([], load_validation_tokens("fineweb_val_*.bin"), {}))
 ''',
     ]
+
+
+def _feeds_the_score(analysis, scope, node) -> bool:
+    """Whether the mixture is (part of) a value that reaches the reported score or the
+    function's result, not a running statistic kept in a field (an EMA of counts)."""
+    function = scope.function
+    wanted = analysis.score.of(function) | analysis.score.returned_by(function)
+    current = node
+    while current is not None and not isinstance(current, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+        if isinstance(current, cst.Return):
+            return True
+        if isinstance(current, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+            targets = [t.target for t in current.targets] if isinstance(current, cst.Assign) else [current.target]
+            written = set()
+            for target in targets:
+                while isinstance(target, cst.Subscript):
+                    target = target.value
+                name = full_name(target)
+                parts = name.split(".")
+                written.add(".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0])
+            return bool(written & wanted)
+        current = scope.parent(current)
+    return True  # an expression statement or a call argument: judged by where it goes
 
 
 def _normalizes(scope, node, operands) -> bool:
