@@ -79,7 +79,7 @@ def ast_files(files: Files) -> dict[str, ast.Module]:
             if len(_PARSED_AST) > 16:
                 _PARSED_AST.clear()
             try:
-                _PARSED_AST[text] = ast.parse(text)
+                _PARSED_AST[text] = ast.parse(text.removeprefix("\ufeff"))  # a BOM the file was saved with
             except SyntaxError:
                 # 3.12 f-strings (nested quotes): this Python cannot parse them; with their
                 # contents blanked the bindings the collector needs are all still there
