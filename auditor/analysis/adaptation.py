@@ -204,7 +204,10 @@ def _local_sources(scope: Scope, classes: set[str] = frozenset(),
     for node in scope.walk():
         kind = node.__class__
         if kind is cst.Assign:
-            called = _leaf(_name(node.value.func)) if isinstance(node.value, cst.Call) else ""
+            base = node.value  # the call a chain starts with: `Lora(...).to(device)` is built here
+            while isinstance(base, cst.Call) and isinstance(base.func, cst.Attribute) and isinstance(base.func.value, cst.Call):
+                base = base.func.value
+            called = _leaf(_name(base.func)) if isinstance(base, cst.Call) else ""
             built = called in classes or (called[:1].isupper() and called not in functions)
             parts = set() if built else _node_roots(node.value)
             for target in node.targets:
