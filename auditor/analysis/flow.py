@@ -372,7 +372,23 @@ class _Flow:
                     name = dotted(sub.value)
                     if name:
                         self.add(function, kind, name, intrinsic)
+                        self._write_through_closure(function, name, kind)
                     break
+
+    def _write_through_closure(self, function: Function, name: str, kind: str) -> None:
+        """A closure that writes into an object of its function (`buf[i] = v` on a free
+        `buf`) fills that object for the function too."""
+        root = name.split(".", 1)[0]
+        enclosing = function.parent
+        while enclosing is not None and enclosing.qualname != MODULE_SCOPE and root not in self._locals(function):
+            self.add(enclosing, kind, root)
+            for at in self.taint.defs.get(enclosing, {}).get(root, {}).values():
+                if kind not in at:  # whichever assignment made the object, it now holds this
+                    at.add(kind)
+                    self.dirty.add(enclosing)
+            if root in self._locals(enclosing):
+                break
+            function, enclosing = enclosing, enclosing.parent
 
     def _assign(self, function: Function, value: ast.AST, target: ast.AST, line: int | None = None) -> None:
         kinds = self.kinds_of(function, value, line=line)
