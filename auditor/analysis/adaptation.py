@@ -329,7 +329,12 @@ def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analy
 
 def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
     function = scope.function
-    nested = {f.name for f in analysis.index.functions if f.parent is function}
+    # functions visible here by name: its own closures and those of the functions around it
+    enclosing, chain = set(), function
+    while chain is not None and chain.qualname != "<module>":
+        enclosing.add(chain)
+        chain = chain.parent
+    nested = {f.name for f in analysis.index.functions if f.parent in enclosing}
     events, via = [], None
     for node in scope.walk():
         if not isinstance(node, cst.Call):
@@ -369,7 +374,13 @@ def _is_closure_of(inner: Function, outer: Function) -> bool:
 
 
 def _function_is_val(analysis: Analysis, function: Function) -> bool:
-    return bool(analysis.taint.of(function, VAL))
+    """Whether the function, or one it is nested in (whose values it reads), holds val data."""
+    chain = function
+    while chain is not None and chain.qualname != "<module>":
+        if analysis.taint.of(chain, VAL):
+            return True
+        chain = chain.parent
+    return False
 
 
 def _classify(updates: list[Event], scores: list[Event], is_epoch) -> tuple[str, Event, Event | None]:
