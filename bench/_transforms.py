@@ -468,6 +468,24 @@ class Collector(ast.NodeVisitor):
 KEEP_ALWAYS = {"self", "cls", "_"}
 
 
+def _reached_through_module_aliases(trees) -> set[str]:
+    """Names read as attributes of the module itself (`core = sys.modules[__name__]; core.f()`):
+    an attribute lookup by spelling, which a rename of `def f` would break."""
+    import ast as _ast
+
+    aliases, found = set(), set()
+    for tree in trees:
+        for node in _ast.walk(tree):
+            if isinstance(node, _ast.Assign) and isinstance(node.value, _ast.Subscript) \
+                    and _ast.unparse(node.value.value) == "sys.modules":
+                aliases |= {t.id for t in node.targets if isinstance(t, _ast.Name)}
+    for tree in trees:
+        for node in _ast.walk(tree):
+            if isinstance(node, _ast.Attribute) and isinstance(node.value, _ast.Name) and node.value.id in aliases:
+                found.add(node.attr)
+    return found
+
+
 def rename_plan(files: Files, siblings: set[str], keep: set[str], seed: int) -> tuple[Inventory, dict[str, str]]:
     inv = Inventory(siblings=siblings)
     trees = ast_files(files)
@@ -483,6 +501,7 @@ def rename_plan(files: Files, siblings: set[str], keep: set[str], seed: int) -> 
     spelled = {k.lower() for k in keep}
     protected |= {n for n in inv.settings if n.lower() in spelled}
     protected |= {n for n in inv.defined | inv.members if n.startswith("__") and n.endswith("__")}
+    protected |= _reached_through_module_aliases(trees.values())
     library = library_attributes()
     for attr in inv.members:
         if attr in library or attr in inv.library_chain_attrs or attr in inv.plain_strings:

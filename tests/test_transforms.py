@@ -311,3 +311,20 @@ def test_transform_folder_reads_config_names_and_reports_bad_code(tmp_path):
     (record / "train_gpt.py").write_text("def broken(:\n")
     with pytest.raises(TransformError):
         transform_folder(record, "rename", tmp_path / "twin2")
+
+
+def test_rename_keeps_functions_the_module_reads_through_sys_modules(tmp_path):
+    files = {"train_gpt.py": textwrap.dedent('''
+        import sys
+
+        def calibrate(values):
+            return sum(v * v for v in values)
+
+        me = sys.modules[__name__]
+        print(me.calibrate([1, 2, 3]))
+    ''')}
+    before = run_program(files, tmp_path / "before")
+    changed = TRANSFORMS["rename"](files)
+    assert "me = sys.modules" not in changed["train_gpt.py"]  # the alias itself is renamed
+    assert "def calibrate(" in changed["train_gpt.py"]  # what is read through it keeps its spelling
+    assert run_program(changed, tmp_path / "after") == before == "14\n"
