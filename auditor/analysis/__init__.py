@@ -114,6 +114,7 @@ class Analysis:
     unparsed: list[Function] = field(default_factory=list)  # functions libcst could not read
     _parsed_code: dict[str, ast.AST] = field(default_factory=dict)  # libcst code -> ast, for kinds()
     _memo: dict[str, object] = field(default_factory=dict)
+    _cst_defs: dict[int, cst.FunctionDef] = field(default_factory=dict)  # id(ast def) -> libcst def
 
     @property
     def main(self) -> Unit:
@@ -137,7 +138,7 @@ class Analysis:
         if key not in self._cst_cache:
             text = "\n".join(unit.lines[start - 1:end]) + "\n"
             module = cst.parse_module(text)
-            positions = _pair_statement_lines(module.body, statements)
+            positions = _pair_statement_lines(module.body, statements, self._cst_defs)
             if positions is None:
                 raw = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
                 offset = start - 1
@@ -186,7 +187,7 @@ class Analysis:
         else:
             top = function.top
             module, positions = self._parse_span(unit, _first_line(top), top.end_lineno, [top])
-            node = _find_def(module, positions, function)
+            node = self._cst_defs.get(id(function.node)) or _find_def(module, positions, function)
             body = list(node.body.body) if node is not None and isinstance(node.body, cst.IndentedBlock) else (
                 [node.body] if node is not None else [])
             scope = Scope(function, body, positions, [module])
@@ -277,7 +278,9 @@ def _ast_statements(statements):
             yield from _ast_statements(block)
 
 
-def _pair_statement_lines(cst_body, ast_body) -> dict[int, tuple[int, int]] | None:
+def _pair_statement_lines(cst_body, ast_body, defs: dict | None = None) -> dict[int, tuple[int, int]] | None:
+    """Lines of each libcst statement, from the ast statement it pairs with; `defs` gets the
+    libcst def of each ast def (by id of the ast node)."""
     pairs = list(zip_longest(_cst_statements(cst_body), _ast_statements(ast_body)))
     positions: dict[int, tuple[int, int]] = {}
     for node, stmt in pairs:
@@ -286,6 +289,8 @@ def _pair_statement_lines(cst_body, ast_body) -> dict[int, tuple[int, int]] | No
         if _KIND.get(type(node).__name__, type(node).__name__) != type(stmt).__name__.replace("Async", ""):
             return None
         positions[id(node)] = (stmt.lineno, stmt.end_lineno or stmt.lineno)
+        if defs is not None and node.__class__ is cst.FunctionDef:
+            defs[id(stmt)] = node
     return positions
 
 
@@ -303,21 +308,29 @@ def _first_line(stmt: ast.stmt) -> int:
     return min([stmt.lineno, *(d.lineno for d in decorators)])
 
 
+_DEFS_BY_NAME: dict[int, tuple[cst.Module, dict[str, list[cst.FunctionDef]]]] = {}
+
+
 def _find_def(module: cst.Module, positions: dict, function: Function) -> cst.FunctionDef | None:
-    target_line = function.lineno
-    first = _first_line(function.node)
-    best = None
-    stack: list[cst.CSTNode] = [module]
-    while stack:
-        node = stack.pop()
-        if node.__class__ is cst.FunctionDef and node.name.value == function.name:
-            start = positions.get(id(node), (0, 0))[0]
-            if first <= start <= target_line:
-                return node
-            if best is None:
-                best = node
-        stack.extend(cst_children(node))  # (libcst's own `children` re-visits the node: slow)
-    return best
+    """The libcst def of `function` in `module` (the parse of its top-level statement)."""
+    cached = _DEFS_BY_NAME.get(id(module))
+    if cached is None or cached[0] is not module:
+        by_name: dict[str, list[cst.FunctionDef]] = {}
+        stack: list[cst.CSTNode] = [module]
+        while stack:
+            node = stack.pop()
+            if node.__class__ is cst.FunctionDef:
+                by_name.setdefault(node.name.value, []).append(node)
+            stack.extend(cst_children(node))  # (libcst's own `children` re-visits the node: slow)
+        if len(_DEFS_BY_NAME) > 64:
+            _DEFS_BY_NAME.clear()  # one analysis at a time holds a few modules
+        cached = _DEFS_BY_NAME[id(module)] = (module, by_name)
+    first, target_line = _first_line(function.node), function.lineno
+    candidates = cached[1].get(function.name, [])
+    for node in candidates:
+        if first <= positions.get(id(node), (0, 0))[0] <= target_line:
+            return node
+    return candidates[0] if candidates else None
 
 
 # --- building an Analysis -----------------------------------------------------------
