@@ -155,11 +155,17 @@ def in_place_roots(function: Function) -> set[str]:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
                 "add_", "index_add_", "scatter_add_", "append", "extend"):
             target = node.func.value
-        while isinstance(target, (ast.Subscript, ast.Attribute)):
-            target = target.value
-        if isinstance(target, ast.Name):
-            found.add(target.id)
+        name = _base_name(target)
+        if name:
+            found.add(name)
     return found
+
+
+def _base_name(node: ast.AST | None) -> str | None:
+    """`t` of `t`, `t[k]`, `t.x[k]`: the variable a write goes into."""
+    while isinstance(node, (ast.Subscript, ast.Attribute)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _accumulating_helpers(analysis: Analysis) -> set[str]:

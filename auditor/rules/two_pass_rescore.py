@@ -18,7 +18,7 @@ import libcst as cst
 
 from auditor.analysis.flow import VAL
 from auditor.analysis.index import call_name, own_nodes
-from auditor.analysis.adaptation import adaptations
+from auditor.analysis.adaptation import _base_name, adaptations
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Hit, Rule, where
 
@@ -407,10 +407,9 @@ def _written_through(analysis, function) -> set[str]:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
                 node.func.attr in writers or node.func.attr in _TABLE_METHODS):
             target = node.func.value
-        while isinstance(target, (ast.Subscript, ast.Attribute)):
-            target = target.value
-        if isinstance(target, ast.Name):
-            found.add(target.id)
+        name = _base_name(target)
+        if name:
+            found.add(name)
     return found
 
 
@@ -489,28 +488,16 @@ def _mutated_positions(analysis, function, depth: int = 0) -> set[int]:
 
 def _mutated_names(analysis, function, candidates: set[str], depth: int = 0) -> set[str]:
     """Which of `candidates` (parameters, or a closure's free names) the function fills."""
-    writers = _table_writers(analysis)
     nodes = own_nodes(function)
     steps = any(isinstance(n, ast.Call) and call_name(n) in ("backward", "step") for n in nodes)
     data = _data_params(analysis, function)
-    found: set[str] = set()
-
-    def root(node):
-        while isinstance(node, (ast.Attribute, ast.Subscript)):
-            node = node.value
-        return node.id if isinstance(node, ast.Name) else None
+    found: set[str] = _written_through(analysis, function) & candidates
+    root = _base_name
 
     for node in nodes:
-        name = None
-        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
-            name = root(node.target)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in writers or node.func.attr in _TABLE_METHODS:
-                name = root(node.func.value)
-            elif node.func.attr in ("parameters", "named_parameters") and steps:
-                name = root(node.func.value)
-        if name in candidates:
-            found.add(name)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and steps \
+                and node.func.attr in ("parameters", "named_parameters") and root(node.func.value) in candidates:
+            found.add(root(node.func.value))
         if isinstance(node, ast.Call) and call_name(node) == "backward" and isinstance(node.func, ast.Attribute):
             # the models the loss was computed with: what is called in it, `model(x).backward()`,
             # `loss = model(x, y); loss.backward()`, `model.score(x).backward()`
