@@ -308,29 +308,20 @@ def _first_line(stmt: ast.stmt) -> int:
     return min([stmt.lineno, *(d.lineno for d in decorators)])
 
 
-_DEFS_BY_NAME: dict[int, tuple[cst.Module, dict[str, list[cst.FunctionDef]]]] = {}
-
-
 def _find_def(module: cst.Module, positions: dict, function: Function) -> cst.FunctionDef | None:
-    """The libcst def of `function` in `module` (the parse of its top-level statement)."""
-    cached = _DEFS_BY_NAME.get(id(module))
-    if cached is None or cached[0] is not module:
-        by_name: dict[str, list[cst.FunctionDef]] = {}
-        stack: list[cst.CSTNode] = [module]
-        while stack:
-            node = stack.pop()
-            if node.__class__ is cst.FunctionDef:
-                by_name.setdefault(node.name.value, []).append(node)
-            stack.extend(cst_children(node))  # (libcst's own `children` re-visits the node: slow)
-        if len(_DEFS_BY_NAME) > 64:
-            _DEFS_BY_NAME.clear()  # one analysis at a time holds a few modules
-        cached = _DEFS_BY_NAME[id(module)] = (module, by_name)
+    """The libcst def of `function` in `module`, searched for when the statement pairing
+    (which records it directly) fell back to libcst's positions."""
     first, target_line = _first_line(function.node), function.lineno
-    candidates = cached[1].get(function.name, [])
-    for node in candidates:
-        if first <= positions.get(id(node), (0, 0))[0] <= target_line:
-            return node
-    return candidates[0] if candidates else None
+    best = None
+    stack: list[cst.CSTNode] = [module]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is cst.FunctionDef and node.name.value == function.name:
+            if first <= positions.get(id(node), (0, 0))[0] <= target_line:
+                return node
+            best = best or node
+        stack.extend(cst_children(node))  # (libcst's own `children` re-visits the node: slow)
+    return best
 
 
 # --- building an Analysis -----------------------------------------------------------

@@ -174,17 +174,11 @@ def _accumulating_helpers(analysis: Analysis) -> set[str]:
         f.name for f in analysis.index.functions if in_place_roots(f) & set(f.params)})
 
 
-_IDENT = re.compile(r"[A-Za-z_][\w.]*")
-_CONSTRUCTOR = re.compile(r"^(?:[\w.]*\.)?[A-Z]\w*\(")  # nn.Parameter(...), Linear(...): a library class
 _NOT_NAMES = {"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"}
 
 
-def _roots(code: str) -> set[str]:
-    return {n.split(".")[0] for n in _IDENT.findall(code)} - _NOT_NAMES
-
-
 def _node_roots(node: cst.CSTNode) -> set[str]:
-    """The names an expression reads, `a` of `a.b.c`: `_roots` without generating code."""
+    """The names an expression reads, `a` of `a.b.c` (from the tree, without generating code)."""
     from auditor.analysis import cst_children
 
     found, stack = set(), [node]

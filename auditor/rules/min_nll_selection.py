@@ -15,7 +15,7 @@ import re
 
 import libcst as cst
 
-from auditor.analysis.adaptation import adaptations
+from auditor.analysis.adaptation import _node_roots, adaptations
 from auditor.analysis.flow import TARGET, VAL
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Rule, where
@@ -47,7 +47,7 @@ class MinNllSelection(Rule):
                 kept = _assigned_by(scope, node)
                 # between two losses, or a loss and the running minimum (`best = min(best, nll)`);
                 # `min(x, 1.0)` is a clamp
-                compared = sum(loss_on_tokens(a) or bool(_names(a) & kept) for a in args)
+                compared = sum(loss_on_tokens(a) or bool(_node_roots(a) & kept) for a in args)
                 if not any(loss_on_tokens(a) for a in args) or compared < 2:
                     continue
                 # kept for the score, not a bound on positions (`end = min(start + L, n)`)
@@ -61,7 +61,7 @@ class MinNllSelection(Rule):
                 sides = [comparison.left, *(t.comparator for t in comparison.comparisons)]
                 if not all(loss_on_tokens(side) for side in sides):
                     continue
-                compared = {n for side in sides for n in _names(side)}
+                compared = {n for side in sides for n in _node_roots(side)}
                 body_targets = {n for stmt in _statements(node.body) for n in _target_roots(stmt)}
                 # the branch keeps the lower value in one of the compared names (a running best)
                 if (body_targets & compared or _copies_into(node.body, compared)) and (body_targets | compared) & score:
@@ -118,24 +118,10 @@ def _copies_into(block: cst.CSTNode, names: set[str]) -> bool:
     while stack:
         node = stack.pop()
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "copy_":
-            if _names(node.func.value) & names:
+            if _node_roots(node.func.value) & names:
                 return True
         stack.extend(node.children)
     return False
-
-
-def _names(node: cst.CSTNode) -> set[str]:
-    """Root names read in an expression (`best` of `best[i].sum()`)."""
-    found, stack = set(), [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, cst.Name):
-            found.add(current.value)
-        elif isinstance(current, cst.Attribute):
-            stack.append(current.value)
-            continue
-        stack.extend(current.children)
-    return found
 
 
 def _index_names(scope) -> set[str]:
@@ -146,9 +132,9 @@ def _index_names(scope) -> set[str]:
         if isinstance(node, cst.Slice):
             for bound in (node.lower, node.upper):
                 if bound is not None:
-                    found |= _names(bound)
+                    found |= _node_roots(bound)
         elif isinstance(node, cst.Index) and isinstance(node.value, (cst.Name, cst.BinaryOperation)):
-            found |= _names(node.value)
+            found |= _node_roots(node.value)
     return found
 
 
