@@ -572,6 +572,27 @@ def _pid_namespace(pid: int) -> Optional[str]:
         return None
 
 
+def _sandbox_namespace(bwrap_pid: int) -> tuple[Optional[str], Optional[int]]:
+    """The pid namespace of bwrap's child, once it has one of its own, and an fd that holds it.
+
+    Read too early (the child not yet unshared) it is ours, and killing "the sandbox's
+    processes" would then kill every process of this host namespace. A namespace's inode
+    number is reused once the namespace is gone: the held fd keeps ours from being handed to
+    the next run, whose processes would otherwise look like ours to the kill pass."""
+    children = _proc_children(bwrap_pid)
+    if not children:
+        return None, None
+    try:
+        fd = os.open(f"/proc/{children[0]}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None, None
+    namespace = f"pid:[{os.fstat(fd).st_ino}]"
+    if namespace == _pid_namespace(os.getpid()):
+        os.close(fd)
+        return None, None
+    return namespace, fd
+
+
 def _pids_where(predicate: Callable[[int], bool]) -> set[int]:
     found = set()
     for entry in os.listdir("/proc"):
@@ -844,6 +865,9 @@ def _supervise(spec, tool, argv, launch_env, cwd, fds: _Fds, group, marker, resu
             if now > deadline:
                 stopped_by = "timeout"
                 break
+            # Polled before select: once it has exited, whatever it wrote is already in the
+            # pipes, so a select that then finds nothing ready means they are drained.
+            exited = process.poll() is not None
             if open_fds:
                 ready, _, _ = select.select(list(open_fds), [], [], min(0.1, max(0.0, deadline - now)))
             else:
@@ -865,11 +889,12 @@ def _supervise(spec, tool, argv, launch_env, cwd, fds: _Fds, group, marker, resu
                     result_size += len(data)
                 else:
                     streams[fd].feed(data)
-            if process.poll() is not None and not ready:
+            if exited and not ready:
                 break  # the sandbox is gone (its pid namespace with it) and the pipes are drained
             if tool is not None and namespace is None:
-                children = _proc_children(process.pid)
-                namespace = _pid_namespace(children[0]) if children else None
+                namespace, namespace_fd = _sandbox_namespace(process.pid)
+                if namespace_fd is not None:
+                    fds.add(namespace_fd)  # closed after the kill pass, with the run's other fds
             if group is not None and _cgroup_hit_limit(group):
                 stopped_by = "processes"
                 break

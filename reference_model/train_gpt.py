@@ -788,6 +788,7 @@ def main() -> None:
         f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms")
     log(f"final_int8_zlib_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
     if distributed:
+        dist.barrier()  # no rank tears gloo down while a peer still talks to it (SIGABRT at exit)
         dist.destroy_process_group()
 
 
