@@ -48,6 +48,12 @@ API (typed; everything else in this module is internal):
         namespaces: paths in the spec must then be host paths. Without a tool and without
         allow_unsandboxed it raises SandboxUnavailable.
 
+    python_binds(executable=None) -> [(host, dest)]
+        Read-only binds for an interpreter (the running one by default; another is asked
+        where it lives): its executable's folders, prefix, base prefix and site-packages, at
+        their real paths and as named (a venv under /tmp or $HOME, linked or not). Binds
+        inside a tmpfs of the spec (/tmp) are mounted after it, so they show through.
+
     allowlisted_environment(run_env, extra=None) -> (env, dropped_names)
         The child's environment: fixed safe values, a few harmless inherited names
         (locale, timezone) and the run configuration's variables whose names are plain
@@ -64,6 +70,7 @@ API (typed; everything else in this module is internal):
 from __future__ import annotations
 
 import errno
+import json
 import os
 import platform
 import re
@@ -668,23 +675,73 @@ def _readonly_system_binds() -> list[str]:
     return args
 
 
-def python_binds() -> list[tuple[str, str]]:
-    """Read-only binds (host, dest) for this interpreter, its stdlib and site-packages."""
-    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), os.path.dirname(sys.executable),
-             os.path.dirname(os.path.realpath(sys.executable))}
-    for entry in sys.path:
-        real = os.path.realpath(entry or ".")
-        if os.path.isdir(real) and os.path.basename(real) in ("site-packages", "dist-packages"):
-            paths.add(real)
-    # Drop paths inside others (one bind covers them) and the system dirs bound anyway.
-    kept = []
-    for path in sorted(paths):
-        if path in ("/", "") or path == "/usr" or path.startswith("/usr/"):
+# Where an interpreter lives: (executable as named, prefix, base prefix, sys.path). Asked of
+# the interpreter itself with -E -s, as the sandboxed child runs (no PYTHON* variables, no user site).
+_ASK_INTERPRETER = "import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.base_prefix, sys.path]))"
+_INTERPRETERS: dict[str, tuple[str, str, str, list[str]]] = {}
+# Host folders the sandbox shows anyway (_readonly_system_binds): binds there add nothing.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+class InterpreterUnusable(RuntimeError):
+    """The interpreter to run in the sandbox did not start or did not say where it lives."""
+
+
+def _interpreter_paths(executable: Optional[str]) -> tuple[str, str, str, list[str]]:
+    if executable is None or executable == sys.executable:
+        return sys.executable, sys.prefix, sys.base_prefix, list(sys.path)
+    if executable not in _INTERPRETERS:
+        try:
+            answer = subprocess.run([executable, "-E", "-s", "-c", _ASK_INTERPRETER], capture_output=True, text=True,
+                                    timeout=60, env={"PATH": "/usr/bin:/bin"}, cwd="/")
+            named, prefix, base_prefix, path = json.loads(answer.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            raise InterpreterUnusable(f"{executable}: does not run as a Python interpreter ({exc})") from exc
+        _INTERPRETERS[executable] = (named or executable, prefix, base_prefix, [p for p in path if isinstance(p, str)])
+    return _INTERPRETERS[executable]
+
+
+def _link_hops(path: str) -> list[str]:
+    """`path` and every link it goes through on the way to the real file (a venv's bin/python
+    links to the base interpreter, which may link on again)."""
+    hops = [os.path.abspath(path)]
+    for _ in range(40):
+        try:
+            target = os.readlink(hops[-1])
+        except OSError:
+            break
+        hops.append(os.path.normpath(os.path.join(os.path.dirname(hops[-1]), target)))
+    return hops
+
+
+def python_binds(executable: Optional[str] = None) -> list[tuple[str, str]]:
+    """Read-only binds (host, dest) for an interpreter (this one by default): the folders of its
+    executable and the links to it, its prefix and base prefix and the site-packages on its
+    path, each at its real path and at the path it is named by (a venv is found through the
+    named path of its bin/python). Nothing else of the folders around them."""
+    named, prefix, base_prefix, path = _interpreter_paths(executable)
+    as_named = executable if executable and os.path.isabs(executable) else named
+    wanted = [os.path.dirname(hop) for hop in _link_hops(as_named)] + [prefix, base_prefix]
+    wanted += [entry for entry in path if entry and os.path.basename(entry) in ("site-packages", "dist-packages")
+               and os.path.isdir(entry)]
+    binds: set[tuple[str, str]] = set()
+    for folder in wanted:
+        real = os.path.realpath(folder)
+        binds |= {(real, real), (real, os.path.normpath(os.path.abspath(folder)))}
+    kept: list[tuple[str, str]] = []
+    for host, dest in sorted(binds, key=lambda bind: (bind[1], bind[0])):
+        if dest == "/" or (host == dest and any(_within(dest, system) for system in _SYSTEM_DIRS)):
             continue
-        if any(path == parent or path.startswith(parent + "/") for parent in kept):
+        # A bind inside one kept already is shown by it when the host side matches.
+        if any(_within(dest, outer_dest) and host == outer_host + dest[len(outer_dest):]
+               for outer_host, outer_dest in kept):
             continue
-        kept.append(path)
-    return [(path, path) for path in kept]
+        kept.append((host, dest))
+    return kept
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple[list[str], list[str]]:
@@ -696,8 +753,13 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple
     for name, value in spec.env.items():
         args += ["--setenv", name, value]
     args += _readonly_system_binds()
+    tmpfs_dirs = list(dict.fromkeys(d for d in spec.tmpfs if d != "/dev/shm"))
+    # bwrap mounts in argument order: a bind inside a tmpfs (a venv under /tmp) goes after it.
+    over_tmpfs = [(host, dest) for host, dest in spec.readonly_binds
+                  if any(_within(dest, folder) for folder in tmpfs_dirs + ["/dev/shm"])]
     for host, dest in spec.readonly_binds:
-        args += ["--ro-bind", host, dest]
+        if (host, dest) not in over_tmpfs:
+            args += ["--ro-bind", host, dest]
     args += ["--proc", "/proc", "--dev", "/dev"]
     # Run as root, the sandbox's uid maps to the host's uid 0, which /proc/sys lets write
     # sysctls (kernel.core_pattern!) without any capability: read-only, as /proc/irq and
@@ -705,9 +767,10 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple
     if os.path.isdir("/proc/sys"):
         args += ["--ro-bind", "/proc/sys", "/proc/sys"]
     args += ["--size", str(spec.tmpfs_size), "--tmpfs", "/dev/shm"]
-    tmpfs_dirs = list(dict.fromkeys(d for d in spec.tmpfs if d != "/dev/shm"))
     for dest in tmpfs_dirs:
         args += ["--size", str(spec.tmpfs_size), "--tmpfs", dest]
+    for host, dest in over_tmpfs:
+        args += ["--ro-bind", host, dest]
     made_dirs: set[str] = set(tmpfs_dirs)
     skipped = []
     for host, dest in spec.copied_files:

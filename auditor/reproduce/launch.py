@@ -508,9 +508,12 @@ def run_in_sandbox(
     writable at /work/record, the dataset and tokenizer read-only under /data."""
     import socket
 
-    from auditor.sandbox import GIB, ResourceLimits, SandboxSpec, python_binds, run_sandboxed
+    from auditor.sandbox import GIB, InterpreterUnusable, ResourceLimits, SandboxSpec, python_binds, run_sandboxed
 
-    binds = python_binds() + [(str(data_dir), SANDBOX_DATA)]
+    try:
+        binds = python_binds(command[0]) + [(str(data_dir), SANDBOX_DATA)]
+    except InterpreterUnusable as exc:
+        return LaunchOutcome(None, 0.0, "launch-error", error=f"sandbox failed to start: {exc}"), []
     if tokenizer is not None:
         binds.append((str(tokenizer), f"{SANDBOX_TOKENIZERS}/{tokenizer.name}"))
     # torchrun --standalone rendezvouses on localhost and this host's name: both resolve to loopback.

@@ -96,10 +96,10 @@ def run_child(spec: dict, run_dir: Path, env: dict[str, str], limits: Limits,
             shims=f"{SANDBOX_ROOT}/auditor/auditor_smoke_shims.py",
         )
         sandbox_spec = SandboxSpec(
-            argv=[os.path.realpath(sys.executable), "-B", "-E", "-s", f"{SANDBOX_ROOT}/auditor/child.py",
-                  f"{SANDBOX_ROOT}/spec.json"],
+            # The interpreter as named: a venv's bin/python finds the venv (pyvenv.cfg) from it.
+            argv=[sys.executable, "-B", "-E", "-s", f"{SANDBOX_ROOT}/auditor/child.py", f"{SANDBOX_ROOT}/spec.json"],
             workdir=spec["workdir"],
-            readonly_binds=python_binds(),
+            readonly_binds=python_binds(sys.executable),
             copied_files=[(str(host), f"{SANDBOX_RECORD}/{rel}") for host, rel in record_files],
             data_files=[
                 (json.dumps(spec).encode(), f"{SANDBOX_ROOT}/spec.json"),
