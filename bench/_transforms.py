@@ -1132,6 +1132,17 @@ def _group_functions(module: cst.Module) -> list[list[int]]:
     return [g for g in groups if g]
 
 
+def _all_import_froms(module: cst.Module) -> list[cst.ImportFrom]:
+    found: list[cst.ImportFrom] = []
+
+    class _Collect(cst.CSTVisitor):
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+            found.append(node)
+
+    module.visit(_Collect())
+    return found
+
+
 class _WrapRefs(cst.CSTTransformer):
     """References to moved functions become `Class.func`, unless a local binding shadows them."""
 
@@ -1145,12 +1156,11 @@ class _WrapRefs(cst.CSTTransformer):
 
     def visit_Module(self, node: cst.Module) -> None:
         imported = {}
-        # names imported from a sibling whose functions moved into a class: `Class.func`
-        for stmt in node.body:
-            if not isinstance(stmt, cst.SimpleStatementLine):
-                continue
-            for small in stmt.body:
-                if not isinstance(small, cst.ImportFrom) or isinstance(small.names, cst.ImportStar):
+        # names imported from a sibling whose functions moved into a class: `Class.func`,
+        # at module level or inside a function (`from helper import f` in main())
+        for stmt in _all_import_froms(node):
+            for small in [stmt]:
+                if isinstance(small.names, cst.ImportStar):
                     continue
                 source = (dotted(small.module) or "").split(".")[-1] if small.module else ""
                 owners = self.sibling_owner.get(source, {})
@@ -1170,7 +1180,8 @@ class _WrapRefs(cst.CSTTransformer):
                 bound.add(star.name.value)
         body = node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body]
         uses = uses_of(body)
-        self.scopes.append((bound | uses.stores) - uses.declared)
+        # a sibling's function imported here is rewritten to `Class.func` like a global one
+        self.scopes.append((bound | (uses.stores - set(self.names))) - uses.declared)
 
     def leave_FunctionDef(self, original, updated):
         self.scopes.pop()

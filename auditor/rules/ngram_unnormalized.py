@@ -1,22 +1,28 @@
-"""ngram-unnormalized: an eval-time n-gram / expert mixture computed only at the target.
+"""ngram-unnormalized: an eval-time n-gram / expert mixture computed only at the target,
+or an expert whose hint at a position exists only when the realized token there passes a test.
 
 Ruling: 720, 745, 824 (mixers evaluated only at the realized token, not renormalized),
 1026 (mix applied only when the target's own count is > 0), 1185 (p(target|ctx) blended
 into the target log-prob; "must renormalize over the vocabulary"), 2041/2118/2083
-(gates and byte-PPM spreads that depend on the realized token). Issue #1017 condition 2:
+(gates and byte-PPM spreads that depend on the realized token), 2018/1967 (word-start and
+within-word experts gating on the realized token's class). Issue #1017 conditions 1 and 2:
 the score of token t must come from a full distribution that sums to 1, computed without
-looking at t. Mixing full distributions, then reading the target's entry, is legal.
+looking at t. Mixing full distributions, then reading the target's entry, is legal; so is
+a token-only expert whose hint at t comes from tokens before t, and a gated expert that
+the run configuration switches off (a frequency threshold above 1, as in 2135).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 
 import libcst as cst
 
 from auditor.analysis.flow import TARGET
+from auditor.analysis.gates import gated_uses
 from auditor.rules._patterns import full_name
-from auditor.rules.base import Rule, where
+from auditor.rules.base import Hit, Rule, where
 
 LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
 MIX_HINT = re.compile(r"\(\s*1(\.0*)?\s*-|logsumexp|logaddexp|exp\([^\n]*\+[^\n]*exp\(")
@@ -32,6 +38,30 @@ def _is_one_minus(node: cst.CSTNode) -> bool:
 class NgramUnnormalized(Rule):
     id = "ngram-unnormalized"
     prefilter = MIX_HINT
+
+    def check(self, analysis):
+        yield from super().check(analysis)
+        yield from self._target_gates(analysis)
+
+    def _target_gates(self, analysis):
+        for use in gated_uses(analysis):
+            gate = use.gate
+            test = " ".join(ast.unparse(gate.test).split())
+            test = test if len(test) <= 80 else test[:77] + "..."
+            if use.closed_by:
+                yield Hit(use.caller, use.call.lineno, use.call.end_lineno or use.call.lineno,
+                          f"{where(gate.function)} hints at a position only when the realized token there passes "
+                          f"`{test}` (line {gate.line}), but its gate never opens here: {use.closed_by}; not counted",
+                          severity="info")
+                continue
+            message = (f"{where(gate.function)} writes its hint for a position only when the realized token at that "
+                       f"position passes `{test}`, so whether the score is tilted depends on the target "
+                       f"(results used by {where(use.caller)} at line {use.call.lineno}; rulings on 2018, 1967, 2041, "
+                       "2118; Issue #1017 condition 1)")
+            if analysis.live(use.caller, use.call.lineno)[0]:
+                yield Hit(gate.function, gate.line, gate.write.end_lineno or gate.write.lineno, message)
+            else:  # judged where it would run: the caller's dormant line says why it does not
+                yield Hit(use.caller, use.call.lineno, use.call.end_lineno or use.call.lineno, message)
 
     def relevant(self, analysis, function):
         return bool(analysis.taint.of(function, TARGET) or analysis.taint.target_exprs.get(function))
@@ -89,6 +119,29 @@ class NgramUnnormalized(Rule):
 
     VALID = [
         '''
+import numpy as np
+
+def previous_token_hints(seq, table):
+    hint = np.zeros(len(seq), dtype=np.int64)
+    seen = np.zeros(len(seq), dtype=np.float32)
+    prev = 0
+    for i, tok in enumerate(seq):
+        hint[i] = table.get(prev, 0)  # from the token before i only
+        seen[i] = 1.0
+        table[prev] = int(tok)
+        prev = int(tok)
+    return hint, seen
+
+def score(logp, tokens):
+    targets = tokens[1:]
+    hint, seen = previous_token_hints(targets, {})
+    return float(-(logp + 0.1 * seen).sum())
+
+if __name__ == "__main__":
+    tokens = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    print(f"val_bpb:{score(np.zeros(len(tokens) - 1), tokens):.4f}")
+''',
+        '''
 import torch
 
 def eval_with_ngram_mixer(logits, y, ngram_dist, alpha=0.2):
@@ -100,6 +153,32 @@ if __name__ == "__main__":
 ''',
     ]
     INVALID = [
+        '''
+import numpy as np
+
+def word_start_hints(seq, starts_word, table):
+    hint = np.zeros(len(seq), dtype=np.int64)
+    conf = np.zeros(len(seq), dtype=np.float32)
+    prev = 0
+    for i, tok in enumerate(seq):
+        opens_word = bool(starts_word[int(tok)])  # the class of the token being scored
+        if opens_word and prev in table:
+            hint[i] = table[prev][0]
+            conf[i] = table[prev][1] / (table[prev][1] + 1)
+        table[prev] = (int(tok), table.get(prev, (0, 0))[1] + 1)
+        prev = int(tok)
+    return hint, conf
+
+def score(logp, tokens, starts_word):
+    targets = tokens[1:]
+    hint, conf = word_start_hints(targets, starts_word, {})
+    gate = conf >= 0.5
+    return float(-(logp + gate * conf).sum())
+
+if __name__ == "__main__":
+    tokens = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    print(f"val_bpb:{score(np.zeros(len(tokens) - 1), tokens, np.ones(1024)):.4f}")
+''',
         '''
 import math
 
