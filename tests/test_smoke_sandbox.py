@@ -3,6 +3,8 @@
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -150,3 +152,19 @@ def test_folder_with_only_a_log_smokes_the_source_the_log_starts_with(tmp_path):
     assert result.model["layers"] == 3 and result.config_source == "log"
     assert any("train.log" in note for note in result.notes)
     assert list(tmp_path.iterdir()) == [tmp_path / "train.log"]
+
+
+def test_meta_build_does_not_import_dynamo():
+    """A meta build's Python kernels would import torch._dynamo (1.2 s of CPU, as much as
+    torch itself) only to disable it: the child tells their wrappers that nothing runs under
+    dynamo, and the model still has its parameters."""
+    probe = ("import sys, torch\n"
+             "from auditor.smoke.child import skip_dynamo_disable\n"
+             "told = skip_dynamo_disable(torch)\n"
+             "with torch.device('meta'):\n"
+             "    model = torch.nn.Sequential(torch.nn.Embedding(64, 8), torch.nn.Linear(8, 8))\n"
+             "    torch.arange(8), torch.nn.init.eye_(torch.empty(4, 4))\n"
+             "print(told > 0, 'torch._dynamo' in sys.modules, sum(p.numel() for p in model.parameters()))\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.stdout.split() == ["True", "False", "584"], run.stderr
