@@ -1,22 +1,26 @@
 """Run `auditor smoke` over the records of a parameter-golf mirror and print how it did.
 
-    python bench/smoke_corpus.py MIRROR_PATH [--workers 2] [--prs 200] [--json OUT]
+    python bench/smoke_corpus.py MIRROR_PATH [--workers 2] [--records 30] [--prs 200] [--json OUT]
 
 MIRROR_PATH is a bare git repository of openai/parameter-golf. The records of its HEAD
 (`records/track_10min_16mb/`, `records/track_non_record_16mb/`) are copied file by file
 into a temporary directory (blobs missing from the mirror are skipped) and smoked.
 Printed: the build rate, the rate at which the parameter count equals the train log's
-`model_params:N`, and the median seconds per submission. With --prs N, a deterministic
-sample of N pull-request heads (their new or changed train_gpt.py, with its folder) is
-smoked too, and failures are counted by kind.
+`model_params:N`, the median and 90th percentile wall seconds per submission, the mean CPU
+seconds per submission (the auditor's and its children's: contention disturbs it less) and
+the load average during the run. --records N smokes an evenly spaced sample of N records
+instead of all of them. With --prs N, a deterministic sample of N pull-request heads (their
+new or changed train_gpt.py, with its folder) is smoked too, and failures are counted by kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,6 +78,17 @@ def logged_params(folder: Path) -> int | None:
     return None
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the sandboxed runs)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
 def smoke_all(paths: list[Path], workers: int, options: SmokeOptions) -> list[dict]:
     def one(path: Path) -> dict:
         try:
@@ -86,13 +101,19 @@ def smoke_all(paths: list[Path], workers: int, options: SmokeOptions) -> list[di
         return list(pool.map(one, paths))
 
 
-def bench_records(mirror: Path, work: Path, workers: int, options: SmokeOptions) -> dict:
+def bench_records(mirror: Path, work: Path, workers: int, options: SmokeOptions, sample: int = 0) -> dict:
     folders = record_folders(mirror)
+    if 0 < sample < len(folders):
+        folders = [folders[i * len(folders) // sample] for i in range(sample)]
     for folder in folders:
         copy_tree(mirror, "HEAD", folder, work)
     paths = [work / f for f in folders]
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    cpu_before = cpu_seconds()
     results = smoke_all(paths, workers, options)
+    cpu = cpu_seconds() - cpu_before
+    load_after = os.getloadavg()
     built = [r for r in results if r["status"] == "ok"]
     compared = matched = 0
     rows = []
@@ -113,6 +134,10 @@ def bench_records(mirror: Path, work: Path, workers: int, options: SmokeOptions)
         "param_matched": matched,
         "param_match_rate": matched / compared if compared else 0.0,
         "median_seconds": statistics.median(r["seconds"] for r in results) if results else 0.0,
+        "p90_seconds": percentile([r["seconds"] for r in results], 0.9),
+        "mean_cpu_seconds": cpu / len(results) if results else 0.0,
+        # 1-minute load at the start and the end, 5- and 15-minute at the end
+        "load_average": [load_before, *load_after],
         "wall_seconds": time.monotonic() - started,
         "rows": rows,
         "results": results,
@@ -154,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mirror", type=Path)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--records", type=int, default=0, help="smoke an evenly spaced sample of N records")
     parser.add_argument("--prs", type=int, default=0, help="also smoke a sample of N PR heads")
     parser.add_argument("--timeout", type=float, default=120.0, help="wall seconds per submission")
     parser.add_argument("--json", type=Path, help="write all results here")
@@ -163,14 +189,17 @@ def main() -> None:
     report: dict = {}
     with tempfile.TemporaryDirectory(prefix="smoke-corpus-") as tmp:
         work = Path(tmp)
-        records = bench_records(args.mirror, work / "main", args.workers, options)
+        records = bench_records(args.mirror, work / "main", args.workers, options, args.records)
         if not args.quiet:
             print("\n".join(records["rows"]))
         print(f"records: {records['records']}, built: {records['built']} ({records['build_rate']:.1%})")
         print(f"model_params match: {records['param_matched']}/{records['param_compared']} "
               f"({records['param_match_rate']:.1%})")
-        print(f"median seconds per submission: {records['median_seconds']:.2f} "
-              f"(wall {records['wall_seconds']:.0f}s, {args.workers} workers)")
+        print(f"seconds per submission: median {records['median_seconds']:.2f}, p90 {records['p90_seconds']:.2f} "
+              f"(wall {records['wall_seconds']:.0f}s, {args.workers} workers); "
+              f"CPU {records['mean_cpu_seconds']:.2f}s per submission (mean)")
+        print("load average: {:.2f} at the start; {:.2f} {:.2f} {:.2f} (1, 5, 15 min) at the end".format(
+            *records["load_average"]))
         report["records"] = {k: v for k, v in records.items() if k != "rows"}
         if args.prs:
             paths = pr_sample(args.mirror, args.prs, work / "prs")
