@@ -152,16 +152,13 @@ def _init_worker(timeout: int, cache: str | None) -> None:
 
 def _prefill(path: str, result) -> None:
     """Store a result as classify_paths(use_cache=True) would (outside the timed call)."""
-    from auditor.classify import cache_dir, cache_key
+    from auditor.classify.analyze import load_or_error
+    from auditor.classify.cache import cache_key, write_entry
 
-    key = cache_key(Path(path))
-    if key is None:
-        return
-    entry = cache_dir() / f"{key}.json"
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result.to_json()))
-    tmp.replace(entry)
+    loaded = load_or_error(path)
+    if result.error_kind == "internal" or not hasattr(loaded, "script"):
+        return  # classify_one caches neither an internal error nor a load failure
+    write_entry(cache_key(path, loaded), result)
 
 
 def _cold(path: str) -> tuple[str, float, str, str | None, int]:

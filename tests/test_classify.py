@@ -287,6 +287,23 @@ def test_cache_is_written_then_read(tmp_path):
     assert classify_paths([paths[0]], use_cache=False)[0].verdict == "flag"
 
 
+def test_cache_hits_of_a_batch_start_no_worker(monkeypatch):
+    """A warm batch is answered from the cache in the calling process (a worker per hit
+    cost ~50 ms a file); only misses go to workers."""
+    import auditor.classify.runner as runner_module
+
+    paths = [str(FIX / "ttt_pre_eval.py"), str(FIX / "clean_baseline.py")]
+    first = classify_paths(paths, jobs=2)
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("a cache hit was sent to a worker")
+
+    monkeypatch.setattr(runner_module.multiprocessing, "get_context", no_workers)
+    assert [r.to_json() for r in classify_paths(paths, jobs=2)] == [r.to_json() for r in first]
+    with pytest.raises(AssertionError):
+        classify_paths(paths, jobs=2, use_cache=False)
+
+
 def test_cli_cache_and_no_cache(tmp_path):
     cache = tmp_path / "cache"
     path = str(FIX / "slot_scored.py")

@@ -36,6 +36,18 @@ def classify_one(path: str | Path, use_cache: bool = True) -> ClassifyResult:
     return result
 
 
+def cached_result(path: str | Path) -> ClassifyResult | None:
+    """The cached result for a path, looked up in this process; None on a miss (or if the
+    lookup fails in any way: the worker then classifies it as usual)."""
+    try:
+        loaded = load_or_error(path)
+        if isinstance(loaded, ClassifyResult):
+            return None
+        return read_entry(cache_key(path, loaded))
+    except Exception:  # noqa: BLE001 - the worker will say what went wrong
+        return None
+
+
 def _child(send, path: str, use_cache: bool) -> None:
     try:
         data = classify_one(path, use_cache).to_json()
@@ -61,9 +73,11 @@ def _load_analysis_code() -> None:
     import libcst  # noqa: F401
 
     import auditor.analysis  # noqa: F401
+    from auditor.classify.cache import code_digest
     from auditor.rules import all_rules
 
     all_rules()
+    code_digest()  # hashed once here, not in every worker
 
 
 def classify_paths(paths: list[str | Path], jobs: int = 1, use_cache: bool = True,
@@ -72,10 +86,15 @@ def classify_paths(paths: list[str | Path], jobs: int = 1, use_cache: bool = Tru
     paths = [str(p) for p in paths]
     if len(paths) <= 1 and jobs <= 1:
         return [classify_one(p, use_cache) for p in paths]
+    results: list[ClassifyResult | None] = [None] * len(paths)
+    if use_cache:
+        # Hits are answered here: a worker process per file would cost ~50x the lookup.
+        results = [cached_result(p) for p in paths]
+    waiting = [(i, p) for i, p in enumerate(paths) if results[i] is None][::-1]
+    if not waiting:
+        return results  # type: ignore[return-value]
     context = multiprocessing.get_context("fork")
     _load_analysis_code()
-    results: list[ClassifyResult | None] = [None] * len(paths)
-    waiting = list(enumerate(paths))[::-1]
     running: dict[int, tuple] = {}
     try:
         while waiting or running:
