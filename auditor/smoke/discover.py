@@ -207,6 +207,22 @@ class _Binder:
         self.module = module
         self.scopes = scopes
         self.statements: list[str] = []
+        # Each scope is searched again for every name and parameter it binds: walk it once.
+        self._assigns: dict[str, list[ast.Assign | ast.AnnAssign]] = {}
+        self._calls: dict[str, list[ast.Call]] = {}
+
+    def assigns_in(self, scope: str, body: list[ast.stmt]) -> list[ast.Assign | ast.AnnAssign]:
+        if scope not in self._assigns:
+            self._assigns[scope] = sorted(
+                (node for stmt in body for node in ast.walk(stmt) if isinstance(node, (ast.Assign, ast.AnnAssign))),
+                key=lambda n: n.lineno,
+            )
+        return self._assigns[scope]
+
+    def calls_in(self, scope: str, body: list[ast.stmt]) -> list[ast.Call]:
+        if scope not in self._calls:
+            self._calls[scope] = _calls_in(body)
+        return self._calls[scope]
 
     def function_def(self, name: str):
         return self.module.functions.get(name)
@@ -216,10 +232,7 @@ class _Binder:
         body = self.module.main_block if scope == "<main>" else (
             self.function_def(scope).body if self.function_def(scope) else []
         )
-        assigns = sorted(
-            (node for stmt in body for node in ast.walk(stmt) if isinstance(node, (ast.Assign, ast.AnnAssign))),
-            key=lambda n: n.lineno,
-        )
+        assigns = self.assigns_in(scope, body)
         func = self.function_def(scope)
         params = {}
         if func is not None:
@@ -249,7 +262,7 @@ class _Binder:
     def _bind_param(self, scope: str, name: str, param: tuple, hops: int, seen: set) -> None:
         index, default = param
         for caller, body in self.scopes:
-            for call in _calls_in(body):
+            for call in self.calls_in(caller, body):
                 if _called_name(call) != scope:
                     continue
                 value = None
