@@ -695,7 +695,7 @@ def _interpreter_paths(executable: Optional[str]) -> tuple[str, str, str, list[s
             answer = subprocess.run([executable, "-E", "-s", "-c", _ASK_INTERPRETER], capture_output=True, text=True,
                                     timeout=60, env={"PATH": "/usr/bin:/bin"}, cwd="/")
             named, prefix, base_prefix, path = json.loads(answer.stdout)
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        except (OSError, subprocess.SubprocessError, ValueError, TypeError) as exc:
             raise InterpreterUnusable(f"{executable}: does not run as a Python interpreter ({exc})") from exc
         _INTERPRETERS[executable] = (named or executable, prefix, base_prefix, [p for p in path if isinstance(p, str)])
     return _INTERPRETERS[executable]
