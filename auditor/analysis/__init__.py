@@ -29,6 +29,14 @@ from auditor.submission import RunConfig, Submission
 
 
 _CHILD_FIELDS: dict[type, list[str]] = {}
+# class -> 1 for a libcst node, 2 for a list or tuple, 0 for anything else: CSTNode is an
+# abstract base class, and isinstance against one costs a call per value; this, a lookup.
+_VALUE_KIND: dict[type, int] = {}
+
+
+def _value_kind(cls: type) -> int:
+    kind = _VALUE_KIND[cls] = 1 if issubclass(cls, cst.CSTNode) else 2 if issubclass(cls, (list, tuple)) else 0
+    return kind
 
 
 def cst_children(node: cst.CSTNode) -> list[cst.CSTNode]:
@@ -38,13 +46,22 @@ def cst_children(node: cst.CSTNode) -> list[cst.CSTNode]:
     names = _CHILD_FIELDS.get(type(node))
     if names is None:
         names = _CHILD_FIELDS[type(node)] = [f.name for f in dataclasses.fields(node)]
+    kinds = _VALUE_KIND
     out = []
     for name in names:
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
+        kind = kinds.get(value.__class__)
+        if kind is None:
+            kind = _value_kind(value.__class__)
+        if kind == 1:
             out.append(value)
-        elif isinstance(value, (list, tuple)):
-            out.extend(item for item in value if isinstance(item, cst.CSTNode))
+        elif kind == 2:
+            for item in value:
+                item_kind = kinds.get(item.__class__)
+                if item_kind is None:
+                    item_kind = _value_kind(item.__class__)
+                if item_kind == 1:
+                    out.append(item)
     return out
 
 
@@ -95,10 +112,14 @@ class Scope:
             if parent is not None:
                 parents[id(node)] = parent
             for child in reversed(cst_children(node)):
-                if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                if child.__class__ in _NESTED_SCOPES:
                     continue
                 stack.append((child, node))
         self._nodes, self._parents = nodes, parents
+
+
+# libcst's concrete classes of the code a Scope leaves to a function of its own
+_NESTED_SCOPES = frozenset({cst.FunctionDef, cst.ClassDef, cst.Lambda})
 
 
 @dataclass
@@ -113,6 +134,7 @@ class Analysis:
     _texts: dict[Function, str] = field(default_factory=dict)
     unparsed: list[Function] = field(default_factory=list)  # functions libcst could not read
     _parsed_code: dict[str, ast.AST] = field(default_factory=dict)  # libcst code -> ast, for kinds()
+    _node_code: dict[tuple[int, int], tuple] = field(default_factory=dict)  # libcst node -> its ast, for kinds()
     _memo: dict[str, object] = field(default_factory=dict)
     _cst_defs: dict[int, cst.FunctionDef] = field(default_factory=dict)  # id(ast def) -> libcst def
 
@@ -203,18 +225,24 @@ class Analysis:
         elif line is None and scope is not None:
             line = scope.lines(expr)[0]
         if isinstance(expr, cst.CSTNode):
-            code = (scope or self.scope(function)).code(expr).strip()
-            parsed = self._parsed_code.get(code)
-            if parsed is None:
-                try:
-                    parsed = ast.parse(code, mode="eval")
-                except SyntaxError:
+            module = (scope or self.scope(function)).modules[0]
+            # the same node asked about again (rules and the fixpoints do): no code generated
+            key = (id(expr), id(module))
+            known = self._node_code.get(key)
+            if known is None:
+                code = module.code_for_node(expr).strip()
+                parsed = self._parsed_code.get(code)
+                if parsed is None:
                     try:
-                        parsed = ast.parse(code)
+                        parsed = ast.parse(code, mode="eval")
                     except SyntaxError:
-                        parsed = ast.Constant(None)
-                self._parsed_code[code] = parsed
-            expr = parsed
+                        try:
+                            parsed = ast.parse(code)
+                        except SyntaxError:
+                            parsed = ast.Constant(None)
+                    self._parsed_code[code] = parsed
+                known = self._node_code[key] = (expr, module, parsed)  # (nodes kept alive: ids stay theirs)
+            expr = known[2]
         flow = _Flow(self.index, self.config.run.env)
         flow.taint = self.taint
         return flow.kinds_of(function, expr, intrinsic=intrinsic, line=line)

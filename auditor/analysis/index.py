@@ -68,14 +68,26 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def child_nodes(node: ast.AST) -> list[ast.AST]:
-    """ast.iter_child_nodes, about twice as fast (this runs over every node of a file)."""
+    """ast.iter_child_nodes, same order, about twice as fast (this runs over every node of a file)."""
     out = []
     for name in node._fields:
         value = getattr(node, name, None)
         if isinstance(value, ast.AST):
             out.append(value)
         elif value.__class__ is list:
-            out.extend(item for item in value if isinstance(item, ast.AST))
+            for item in value:
+                if isinstance(item, ast.AST):
+                    out.append(item)
+    return out
+
+
+def walk(node: ast.AST) -> list[ast.AST]:
+    """ast.walk's nodes in ast.walk's order (breadth first), as a list, with child_nodes."""
+    out = [node]
+    position = 0
+    while position < len(out):
+        out.extend(child_nodes(out[position]))
+        position += 1
     return out
 
 
