@@ -47,14 +47,16 @@ if __name__ == "__main__":
     print(f"val_bpb:{{run(np.zeros(len(stream) - 1), stream, np.ones(1024)):.4f}}")
 '''
 
-FOR_LOOP = '''\
-        for i, t in enumerate(seq):
+# the loop body, at the indentation of a loop inside the method
+BODY = '''\
             t = int(t)
             if self.opens[t] and self.last in self.counts:
                 guess[i] = self.counts[self.last][0]
                 conf[i] = self.counts[self.last][1] / (self.counts[self.last][1] + 1)
             self.counts[self.last] = (t, self.counts.get(self.last, (0, 0))[1] + 1)
             self.last = t'''
+
+FOR_LOOP = "        for i, t in enumerate(seq):\n" + BODY
 
 # the same loop as a for -> while rewrite makes it (iter/next over enumerate)
 WHILE_LOOP = '''\
@@ -65,12 +67,7 @@ WHILE_LOOP = '''\
             except StopIteration:
                 break
             i, t = item
-            t = int(t)
-            if self.opens[t] and self.last in self.counts:
-                guess[i] = self.counts[self.last][0]
-                conf[i] = self.counts[self.last][1] / (self.counts[self.last][1] + 1)
-            self.counts[self.last] = (t, self.counts.get(self.last, (0, 0))[1] + 1)
-            self.last = t'''
+''' + BODY
 
 # skipping the positions whose token closes a word is a gate as well
 CONTINUE_LOOP = '''\
