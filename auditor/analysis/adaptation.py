@@ -145,8 +145,12 @@ def _score_root(node: cst.CSTNode) -> str:
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
 
-def in_place_roots(function: Function) -> set[str]:
-    """Names a function writes in place: `s += v`, `s[i] += v`, `s.add_(v)`, `xs.append(v)`."""
+def in_place_roots(function: Function) -> frozenset[str]:
+    """Names a function writes in place: `s += v`, `s[i] += v`, `s.add_(v)`, `xs.append(v)`.
+    Computed once per function (several analyses ask)."""
+    cached = function.__dict__.get("_in_place_roots")
+    if cached is not None:
+        return cached
     found = set()
     for node in own_nodes(function):
         target = None
@@ -158,7 +162,8 @@ def in_place_roots(function: Function) -> set[str]:
         name = _base_name(target)
         if name:
             found.add(name)
-    return found
+    function._in_place_roots = frozenset(found)
+    return function._in_place_roots
 
 
 def _base_name(node: ast.AST | None) -> str | None:
@@ -417,6 +422,19 @@ def _order_for(update: Event, scores: list[Event], is_epoch) -> tuple[str, Event
     return "no-score", None
 
 
+class _EpochLoops:
+    """_is_epoch_loop of one scope's loops, each answered once (_classify asks per update)."""
+
+    def __init__(self, analysis: Analysis, scope: Scope):
+        self.analysis, self.scope, self.known = analysis, scope, {}
+
+    def __call__(self, loop: cst.CSTNode) -> bool:
+        key = id(loop)
+        if key not in self.known:
+            self.known[key] = (loop, _is_epoch_loop(self.analysis, self.scope, loop))
+        return self.known[key][1]
+
+
 def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     """A loop that repeats the same data: it does not iterate over the data itself, and its
     variable (or anything computed from it) never selects data inside it: it indexes or
@@ -532,7 +550,7 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
                 if _score_event(node, scope, score_names, accumulating, analysis):
                     loops, no_grad = _context(node, scope)
                     scores.append(Event(node, scope.lines(node)[0], loops, no_grad))
-            is_epoch = lambda loop, scope=scope: _is_epoch_loop(analysis, scope, loop)  # noqa: E731
+            is_epoch = _EpochLoops(analysis, scope)
             order, update, score = _classify(updates, scores, is_epoch)
             if order == "no-score":
                 # Losses this function returns without reporting them (a first pass whose

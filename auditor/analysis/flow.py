@@ -22,7 +22,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from auditor.analysis.index import MODULE_SCOPE, Function, Index, call_name, dotted, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, call_name, child_nodes, dotted, own_nodes
 
 VAL = "val"
 TRAIN = "train"
@@ -700,21 +700,24 @@ def _walk_expr(expr: ast.AST, passes=None):
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, ast.Call) and call_name(node) in _OPAQUE_CALLS:
-            continue
-        if isinstance(node, ast.Call) and passes is not None:
-            kept = passes(node)
-            if kept is not None:
-                positions, keywords = kept
-                stack.append(node.func)
-                stack.extend(a for i, a in enumerate(node.args) if i in positions or isinstance(a, ast.Starred))
-                stack.extend(k.value for k in node.keywords if k.arg is None or k.arg in keywords)
+        kind = node.__class__  # (ast's classes have no subclasses: identity is isinstance)
+        if kind is ast.Call:
+            if call_name(node) in _OPAQUE_CALLS:
                 continue
-        if isinstance(node, ast.Attribute) and node.attr in ("shape", "dtype", "device", "numel", "size"):
+            if passes is not None:
+                kept = passes(node)
+                if kept is not None:
+                    positions, keywords = kept
+                    stack.append(node.func)
+                    stack.extend(a for i, a in enumerate(node.args) if i in positions or isinstance(a, ast.Starred))
+                    stack.extend(k.value for k in node.keywords if k.arg is None or k.arg in keywords)
+                    continue
+        elif kind is ast.Attribute:
+            if node.attr in ("shape", "dtype", "device", "numel", "size"):
+                continue
+        elif kind is ast.Lambda:
             continue
-        if isinstance(node, ast.Lambda):
-            continue
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(child_nodes(node))
 
 
 def compute_flow(index: Index, env: dict[str, str] | None = None) -> Taint:

@@ -253,12 +253,18 @@ def _pass_events(rule, analysis, scope, writers):
     accumulating = _accumulating_helpers(analysis)
     inserts, scores = [], []
     for node in scope.walk():
+        if node.__class__ not in _EVENT_NODES:
+            continue  # neither an insert nor a score can be anything else
         if rule._insert(analysis, scope, node, writers):
             inserts.append((scope.lines(node)[0], _loops_of(node, scope), node, _table_of(node)))
         elif _score_event(node, scope, score_names, accumulating, analysis) or _scoring_call(
                 analysis, scope, node, score_names):
             scores.append((scope.lines(node)[0], _loops_of(node, scope), node, ""))
     return inserts, scores
+
+
+# the statements and calls that _insert, _score_event and _scoring_call look at
+_EVENT_NODES = frozenset({cst.AugAssign, cst.Call, cst.Assign})
 
 
 def _scoring_call(analysis, scope, node, score_names) -> bool:
@@ -304,8 +310,13 @@ def _shares_loop(loops_a, loops_b) -> bool:
 
 
 def _called_names(function) -> set[str]:
-    return {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
-            for n in own_nodes(function) if isinstance(n, ast.Call)}
+    """(computed once per function: every round of _table_writers asks again)"""
+    found = function.__dict__.get("_called_names")
+    if found is None:
+        found = function._called_names = frozenset(
+            n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+            for n in own_nodes(function) if isinstance(n, ast.Call))
+    return found
 
 
 def _writes_table(function) -> bool:
@@ -315,8 +326,10 @@ def _writes_table(function) -> bool:
     for node in nodes:
         if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
             return True
+        # (`.at` is the only attribute whose code can end with "add.at": unparse only those)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
-                node.func.attr in _TABLE_METHODS or ast.unparse(node.func).endswith("add.at")):
+                node.func.attr in _TABLE_METHODS
+                or (node.func.attr == "at" and ast.unparse(node.func).endswith("add.at"))):
             return True
     calls = {call_name(n) for n in nodes if isinstance(n, ast.Call)}
     return "bincount" in calls and any(isinstance(n, ast.AugAssign) for n in nodes)
