@@ -65,6 +65,7 @@ class Function:
 
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_SCOPE_CLASSES = frozenset(_SCOPES)  # (ast's classes have no subclasses: a set lookup is isinstance)
 
 
 def child_nodes(node: ast.AST) -> list[ast.AST]:
@@ -103,7 +104,7 @@ def _own_walk(statements: list[ast.stmt]) -> tuple[list[ast.AST], list[ast.AST]]
         node = stack.pop()
         nodes.append(node)
         for child in reversed(child_nodes(node)):
-            if isinstance(child, _SCOPES):
+            if child.__class__ in _SCOPE_CLASSES:
                 nested.append(child)
             else:
                 stack.append(child)

@@ -201,9 +201,10 @@ class _Walker:
         stack = [node]
         while stack:
             sub = stack.pop()
-            if isinstance(sub, ast.Name):
+            if sub.__class__ is ast.Name:
                 self.referenced_names.add(sub.id)
-            elif isinstance(sub, ast.Attribute):
+                continue  # (its one child is its Load/Store context)
+            elif sub.__class__ is ast.Attribute:
                 self.referenced_attrs.add(sub.attr)
             elif isinstance(sub, ast.Constant):
                 if isinstance(sub.value, str) and sub.value.isidentifier():
@@ -219,11 +220,16 @@ def _terminates(stmts: list[ast.stmt]) -> bool:
     return bool(stmts) and isinstance(stmts[-1], (ast.Return, ast.Raise))
 
 
+_BINDING_NODES = frozenset({ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr})
+
+
 def _single_assignments(function: Function, config: Config) -> dict:
     """Local names assigned once from a config-evaluable expression: `use_ttt = args.ttt_enabled`."""
     counts: dict[str, int] = {}
     values: dict[str, ast.expr] = {}
     for node in own_nodes(function):
+        if node.__class__ not in _BINDING_NODES:
+            continue
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 for name_node in ast.walk(target):

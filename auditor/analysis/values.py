@@ -63,10 +63,24 @@ def _walk(node: ast.AST):
         stack.extend(child_nodes(current))
 
 
+def _walk_list(node: ast.AST) -> list[ast.AST]:
+    """_walk's nodes, in its order, as a list."""
+    out, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(child_nodes(current))
+    return out
+
+
 def _reads(node: ast.AST) -> set[str]:
     """Root names an expression reads (`self.x` kept as a field of its own)."""
+    return _reads_of(_walk(node))
+
+
+def _reads_of(nodes) -> set[str]:
     found = set()
-    for sub in _walk(node):
+    for sub in nodes:
         if sub.__class__ is ast.Name:
             found.add(sub.id)
         elif sub.__class__ is ast.Attribute and sub.value.__class__ is ast.Name and sub.value.id == "self":
@@ -96,6 +110,11 @@ class _FunctionFacts:
     reported_calls: list[Function] = field(default_factory=list)  # own functions called inside a report
 
 
+# the classes of node that _facts looks at (ast's classes have no subclasses)
+_FACT_NODES = frozenset({ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For, ast.AsyncFor,
+                         ast.comprehension, ast.withitem, ast.Return, ast.Yield, ast.Call, ast.Dict})
+
+
 def _facts(function: Function, index: Index) -> _FunctionFacts:
     """Dependences among a function's names and its calls into the submission's own
     functions; computed once per function (flow's summaries and the score share it)."""
@@ -108,15 +127,23 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
         return index.resolve(name) if index is not None else []
 
     def depend(names: set[str], value: ast.AST) -> None:
-        reads = _reads(value)
-        callees = [c for call in _walk(value) if call.__class__ is ast.Call
+        nodes = _walk_list(value)
+        reads = _reads_of(nodes)
+        callees = [c for call in nodes if call.__class__ is ast.Call
                    for c in resolve(call_name(call))]
         for name in names:
             facts.depends.setdefault(name, set()).update(reads - {name})
             if callees:
                 facts.calls_into.setdefault(name, []).extend(callees)
 
-    for node in own_nodes(function):
+    nodes = own_nodes(function)
+    # Whether any string here names the report: if none does, no call or dict can report
+    # (every argument and key is among the function's own nodes), and none is walked.
+    reporting = any(n.__class__ is ast.Constant and isinstance(n.value, str) and REPORT_TEXT.search(n.value)
+                    for n in nodes)
+    for node in nodes:
+        if node.__class__ not in _FACT_NODES:
+            continue  # (most nodes: names, constants, operators)
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 depend(_targets(target), node.value)
@@ -138,13 +165,13 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
             callees = resolve(call_name(node))
             if callees:
                 facts.handed.append((node, callees))
-            if any(_text_reports(a) for a in [*node.args, *(k.value for k in node.keywords)]):
+            if reporting and any(_text_reports(a) for a in [*node.args, *(k.value for k in node.keywords)]):
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
                     facts.seeds |= _reads(arg)
                     # print(f"val_bpb: {evaluate(model, tokens)}"): what evaluate returns is reported
                     for call in (n for n in _walk(arg) if n.__class__ is ast.Call):
                         facts.reported_calls.extend(resolve(call_name(call)))
-        elif isinstance(node, ast.Dict):
+        elif reporting and isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values):
                 if key is not None and _text_reports(key):
                     facts.seeds |= _reads(value)
@@ -177,6 +204,7 @@ def compute_score(index: Index) -> Score:
     for function in facts:
         score.returns[function] = returned_names(function, index)
     work: list[tuple[Function, str]] = []
+    call_roots: dict[int, tuple[list, list]] = {}  # id(call) -> roots of its arguments, keywords
 
     def mark(function: Function, name: str) -> None:
         names = score.names.setdefault(function, set())
@@ -215,8 +243,12 @@ def compute_score(index: Index) -> Score:
                 mark(callee, returned)
         # An accumulator handed to a helper is filled there: the helper's parameter is it.
         for call, callees in fact.handed:
-            positions = [i for i, arg in enumerate(call.args) if _root(arg) == name]
-            keywords = [k.arg for k in call.keywords if k.arg and _root(k.value) == name]
+            roots = call_roots.get(id(call))
+            if roots is None:  # (asked once per name that reaches the score: computed once)
+                roots = call_roots[id(call)] = ([_root(arg) for arg in call.args],
+                                                [(k.arg, _root(k.value)) for k in call.keywords if k.arg])
+            positions = [i for i, root in enumerate(roots[0]) if root == name]
+            keywords = [arg for arg, root in roots[1] if root == name]
             for callee in callees:
                 params = list(callee.params)
                 if callee.cls is not None and params and params[0] in ("self", "cls"):
