@@ -90,7 +90,8 @@ class Scope:
         return self.modules[0].code_for_node(node)
 
     def walk(self) -> list[cst.CSTNode]:
-        """Every libcst node of the function's own code (nested defs excluded), in order."""
+        """Every libcst node of the function's own code (nested defs excluded), in order;
+        whitespace, newlines and comments left out (half of all nodes, and no rule's business)."""
         if self._nodes is None:
             self._walk_once()
         return self._nodes
@@ -112,14 +113,22 @@ class Scope:
             if parent is not None:
                 parents[id(node)] = parent
             for child in reversed(cst_children(node)):
-                if child.__class__ in _NESTED_SCOPES:
+                if child.__class__ in _NOT_WALKED:
                     continue
                 stack.append((child, node))
         self._nodes, self._parents = nodes, parents
 
 
-# libcst's concrete classes of the code a Scope leaves to a function of its own
-_NESTED_SCOPES = frozenset({cst.FunctionDef, cst.ClassDef, cst.Lambda})
+# libcst's layout classes: whitespace, newlines, comments (with only more layout inside)
+_LAYOUT = frozenset({cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.TrailingWhitespace, cst.Newline,
+                     cst.EmptyLine, cst.Comment})
+# what a Scope's walk skips with its subtree: layout, and the code of a function of its own
+_NOT_WALKED = _LAYOUT | {cst.FunctionDef, cst.ClassDef, cst.Lambda}
+
+
+def code_children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """cst_children without layout: for walks that look for code (half the nodes are layout)."""
+    return [child for child in cst_children(node) if child.__class__ not in _LAYOUT]
 
 
 @dataclass
@@ -136,6 +145,7 @@ class Analysis:
     _parsed_code: dict[str, ast.AST] = field(default_factory=dict)  # libcst code -> ast, for kinds()
     _node_code: dict[tuple[int, int], tuple] = field(default_factory=dict)  # libcst node -> its ast, for kinds()
     _memo: dict[str, object] = field(default_factory=dict)
+    _flow: _Flow | None = None  # answers kinds()
     _cst_defs: dict[int, cst.FunctionDef] = field(default_factory=dict)  # id(ast def) -> libcst def
 
     @property
@@ -243,9 +253,10 @@ class Analysis:
                     self._parsed_code[code] = parsed
                 known = self._node_code[key] = (expr, module, parsed)  # (nodes kept alive: ids stay theirs)
             expr = known[2]
-        flow = _Flow(self.index, self.config.run.env)
-        flow.taint = self.taint
-        return flow.kinds_of(function, expr, intrinsic=intrinsic, line=line)
+        if self._flow is None:  # (kinds_of only reads the taint and fills its summary caches)
+            self._flow = _Flow(self.index, self.config.run.env)
+            self._flow.taint = self.taint
+        return self._flow.kinds_of(function, expr, intrinsic=intrinsic, line=line)
 
     def live(self, function: Function, line: int | None = None) -> tuple[bool, str]:
         return self.reach.status(function, line if line is not None else function.lineno)

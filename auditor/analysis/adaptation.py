@@ -127,13 +127,14 @@ def _score_event(node: cst.CSTNode, scope: Scope, score_names: set[str], accumul
 
 
 def _subnodes(node: cst.CSTNode):
-    from auditor.analysis import cst_children
+    """The code nodes under `node` (layout left out: callers look for calls)."""
+    from auditor.analysis import code_children
 
     stack = [node]
     while stack:
         current = stack.pop()
         yield current
-        stack.extend(cst_children(current))
+        stack.extend(code_children(current))
 
 
 def _score_root(node: cst.CSTNode) -> str:
@@ -153,6 +154,8 @@ def in_place_roots(function: Function) -> frozenset[str]:
         return cached
     found = set()
     for node in own_nodes(function):
+        if node.__class__ is not ast.AugAssign and node.__class__ is not ast.Call:
+            continue  # (ast's classes have no subclasses)
         target = None
         if isinstance(node, ast.AugAssign):
             target = node.target
@@ -184,7 +187,7 @@ _NOT_NAMES = {"for", "in", "if", "and", "or", "not", "is", "None", "True", "Fals
 
 def _node_roots(node: cst.CSTNode) -> set[str]:
     """The names an expression reads, `a` of `a.b.c` (from the tree, without generating code)."""
-    from auditor.analysis import cst_children
+    from auditor.analysis import code_children
 
     found, stack = set(), [node]
     while stack:
@@ -194,7 +197,7 @@ def _node_roots(node: cst.CSTNode) -> set[str]:
         elif current.__class__ is cst.Attribute:
             stack.append(current.value)  # the attribute's own name is not a variable
         else:
-            stack.extend(cst_children(current))
+            stack.extend(code_children(current))  # (no name in layout)
     return found - _NOT_NAMES
 
 
@@ -505,22 +508,33 @@ def _closure_reads(analysis: Analysis, function: Function, call: cst.Call) -> se
     for callee in analysis.index.resolve(name):
         if callee.parent is not function:
             continue
-        local = set(callee.params) | {n.id for n in own_nodes(callee)
-                                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        found |= {n.id for n in own_nodes(callee) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+        found |= free_names(callee)
     return found
+
+
+def free_names(function: Function) -> frozenset[str]:
+    """Names a function reads but does not bind (a closure's reads of the function around
+    it); computed once per function."""
+    cached = function.__dict__.get("_free_names")
+    if cached is None:
+        nodes = own_nodes(function)
+        local = set(function.params) | {n.id for n in nodes
+                                        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        cached = function._free_names = frozenset(
+            {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local)
+    return cached
 
 
 def _loop_body(loop: cst.CSTNode) -> list[cst.CSTNode]:
     """The nodes of a loop's body (and a while loop's test), nested functions excluded."""
-    from auditor.analysis import cst_children
+    from auditor.analysis import code_children
 
     skip = {id(getattr(loop, "target", None)), id(getattr(loop, "iter", None))}
-    nodes, stack = [], [child for child in cst_children(loop) if id(child) not in skip]
+    nodes, stack = [], [child for child in code_children(loop) if id(child) not in skip]
     while stack:
         node = stack.pop()
         nodes.append(node)
-        stack.extend(child for child in cst_children(node)
+        stack.extend(child for child in code_children(node)
                      if child.__class__ not in (cst.FunctionDef, cst.ClassDef, cst.Lambda))
     return nodes
 

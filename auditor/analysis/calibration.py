@@ -52,6 +52,8 @@ def _second_moment(node: ast.AST) -> bool:
 
 def _collects(function: Function) -> bool:
     for node in own_nodes(function):
+        if node.__class__ is not ast.Call and node.__class__ is not ast.AugAssign:
+            continue  # (ast's classes have no subclasses)
         if isinstance(node, ast.Call) and call_name(node) in _HOOKS:
             return True
         if isinstance(node, ast.AugAssign) and _second_moment(node.value):

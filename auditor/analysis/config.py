@@ -145,6 +145,8 @@ def env_helpers(definitions) -> frozenset[str]:
             continue
         first = node.args.args[0].arg
         for sub in nodes:
+            if sub.__class__ is not ast.Call and sub.__class__ is not ast.Subscript:
+                continue
             key = None
             if isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Name):
                 func = sub.func
@@ -400,9 +402,11 @@ def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None 
     lines = text.splitlines() if text is not None else None
     hint = re.compile("(?i)env" + "".join("|" + re.escape(h) for h in sorted(helpers)))
     for node in ast.walk(tree) if nodes is None else nodes:
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
-            _collect_argparse(config, node)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        kind = node.__class__  # (ast's classes have no subclasses)
+        if kind is ast.Call:
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+                _collect_argparse(config, node)
+        elif (kind is ast.Assign or kind is ast.AnnAssign) and node.value is not None:
             if lines is not None and not hint.search("".join(lines[node.lineno - 1:node.end_lineno])):
                 continue
             if _reads_env(node.value, helpers):

@@ -15,6 +15,7 @@ import re
 
 import libcst as cst
 
+from auditor.analysis import code_children
 from auditor.analysis.adaptation import _node_roots, adaptations
 from auditor.analysis.flow import TARGET, VAL
 from auditor.rules._patterns import full_name
@@ -110,7 +111,7 @@ def _statements(block: cst.CSTNode):
         node = stack.pop()
         if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
             yield node
-        stack.extend(node.children)
+        stack.extend(code_children(node))  # (libcst's `children` re-visits each node: slow)
 
 
 def _copies_into(block: cst.CSTNode, names: set[str]) -> bool:
@@ -120,7 +121,7 @@ def _copies_into(block: cst.CSTNode, names: set[str]) -> bool:
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "copy_":
             if _node_roots(node.func.value) & names:
                 return True
-        stack.extend(node.children)
+        stack.extend(code_children(node))  # (libcst's `children` re-visits each node: slow)
     return False
 
 

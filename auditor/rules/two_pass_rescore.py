@@ -18,7 +18,7 @@ import libcst as cst
 
 from auditor.analysis.flow import VAL
 from auditor.analysis.index import call_name, own_nodes
-from auditor.analysis.adaptation import _base_name, adaptations
+from auditor.analysis.adaptation import _base_name, adaptations, free_names
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Hit, Rule, where
 
@@ -82,7 +82,7 @@ class TwoPassRescore(Rule):
                 used = set(shared.values())
                 for closure in closures:
                     # a nested pass works on this function's objects directly (`cache` read freely)
-                    free = _free_names(closure)
+                    free = free_names(closure)
                     used |= free
                     filled |= free & _written_through(analysis, closure)
                 calls.append((node, used, filled))
@@ -287,12 +287,14 @@ def _scoring_functions(analysis) -> set[str]:
 
 
 def _walk_names(node):
+    from auditor.analysis import code_children
+
     stack = [node]
     while stack:
         current = stack.pop()
         if isinstance(current, cst.Name):
             yield current
-        stack.extend(current.children)
+        stack.extend(code_children(current))  # (libcst's `children` re-visits each node: slow)
 
 
 def _loops_of(node, scope):
@@ -321,18 +323,29 @@ def _called_names(function) -> set[str]:
 
 def _writes_table(function) -> bool:
     """In-place writes into a table: `t[k] += 1`, `t.scatter_add_(...)`, `np.add.at(t, ...)`,
-    or `t += np.bincount(keys)`."""
-    nodes = own_nodes(function)
+    or `t += np.bincount(keys)`. (One pass over the function's nodes, answered once.)"""
+    found = function.__dict__.get("_writes_table")
+    if found is None:
+        found = function._writes_table = _finds_table_write(own_nodes(function))
+    return found
+
+
+def _finds_table_write(nodes) -> bool:
+    bincount = augmented = False
     for node in nodes:
-        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
-            return True
-        # (`.at` is the only attribute whose code can end with "add.at": unparse only those)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
-                node.func.attr in _TABLE_METHODS
-                or (node.func.attr == "at" and ast.unparse(node.func).endswith("add.at"))):
-            return True
-    calls = {call_name(n) for n in nodes if isinstance(n, ast.Call)}
-    return "bincount" in calls and any(isinstance(n, ast.AugAssign) for n in nodes)
+        kind = node.__class__  # (ast's classes have no subclasses)
+        if kind is ast.AugAssign:
+            if isinstance(node.target, ast.Subscript):
+                return True
+            augmented = True
+        elif kind is ast.Call:
+            # (`.at` is the only attribute whose code can end with "add.at": unparse only those)
+            if isinstance(node.func, ast.Attribute) and (
+                    node.func.attr in _TABLE_METHODS
+                    or (node.func.attr == "at" and ast.unparse(node.func).endswith("add.at"))):
+                return True
+            bincount = bincount or call_name(node) == "bincount"
+    return bincount and augmented
 
 
 def _table_writers(analysis) -> set[str]:
@@ -400,13 +413,6 @@ def _as_parent(adaptation):
     from dataclasses import replace
 
     return replace(adaptation, function=adaptation.function.parent)
-
-
-def _free_names(function) -> set[str]:
-    """Names a nested function reads from the function around it."""
-    nodes = own_nodes(function)
-    local = set(function.params) | {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    return {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
 
 
 def _written_through(analysis, function) -> set[str]:
@@ -536,5 +542,5 @@ def _mutated_names(analysis, function, candidates: set[str], depth: int = 0) -> 
                         found.add(root(node.args[position]))
                 if callee.parent is function:
                     # a closure fills this function's objects it reads freely
-                    found |= _mutated_names(analysis, callee, _free_names(callee) & candidates, depth + 1)
+                    found |= _mutated_names(analysis, callee, free_names(callee) & candidates, depth + 1)
     return found
