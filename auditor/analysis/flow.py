@@ -77,6 +77,8 @@ class _Flow:
         self._closures: dict[Function, list[Function]] = {}
         self.changed = False
         self.dirty: set[Function] = set()
+        self._passes: dict[int, tuple] = {}  # id(call) -> (call, _passes_through's answer)
+        self._callee_cache: dict[tuple, tuple] = {}  # ids of (call, caller) -> (call, _callees' answer)
 
     @property
     def intrinsic(self) -> dict:
@@ -148,7 +150,15 @@ class _Flow:
 
     def _passes_through(self, call: ast.Call):
         """(positions, keywords) of the arguments a submission function's return value is made
-        of (`fit(model, data)` returns the model, not the data); None for anything else."""
+        of (`fit(model, data)` returns the model, not the data); None for anything else.
+        Answered once per call (nested expressions are walked again from each level)."""
+        key = id(call)
+        known = self._passes.get(key)
+        if known is None:
+            known = self._passes[key] = (call, self._compute_passes_through(call))
+        return known[1]
+
+    def _compute_passes_through(self, call: ast.Call):
         name = call_name(call)
         callees = self.index.resolve(name) if name else []
         if not callees:
@@ -196,7 +206,7 @@ class _Flow:
                 self._closures.setdefault(function.parent, []).append(function)
         nodes = {}
         for function in self.index.functions:
-            nodes[function] = [n for n in own_nodes(function) if isinstance(n, _FLOW_NODES)]
+            nodes[function] = [n for n in own_nodes(function) if n.__class__ in _FLOW_NODE_CLASSES]
         self._find_targets(nodes)
         self._class_fields()
         texts = {f: (f.source() if f.qualname != MODULE_SCOPE else "") for f in self.index.functions}
@@ -309,6 +319,14 @@ class _Flow:
                 break
 
     def _callees(self, call: ast.Call, caller: Function) -> list[Function]:
+        """(once per call: _find_targets asks again every round)"""
+        key = (id(call), id(caller))
+        known = self._callee_cache.get(key)
+        if known is None:
+            known = self._callee_cache[key] = (call, self._find_callees(call, caller))
+        return known[1]
+
+    def _find_callees(self, call: ast.Call, caller: Function) -> list[Function]:
         name = call_name(call)
         callees = self.index.resolve(name) if name else []
         if not callees and self._calls_an_object(call, caller):
@@ -516,6 +534,7 @@ def _positional_params(function: Function) -> list[str]:
 _MUTATORS = ("append", "extend", "update", "add", "put", "insert", "copy_")
 _FLOW_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.comprehension,
                ast.withitem, ast.Return, ast.Yield, ast.YieldFrom, ast.Call, ast.Expr)
+_FLOW_NODE_CLASSES = frozenset(_FLOW_NODES)  # (ast's classes have no subclasses)
 
 
 def _code(node: ast.AST) -> str:
