@@ -17,7 +17,7 @@ import re
 import libcst as cst
 
 from auditor.analysis.flow import VAL
-from auditor.analysis.index import call_name, own_nodes
+from auditor.analysis.index import call_name, dotted, own_nodes
 from auditor.analysis.adaptation import _base_name, adaptations, free_names
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Hit, Rule, where
@@ -110,6 +110,8 @@ class TwoPassRescore(Rule):
                 continue
             if not (writers & _called_names(function) or _writes_table(function)):
                 continue
+            if not _may_insert(analysis, function, writers):
+                continue  # no insert to find: spare the libcst parse
             yield from self._second_pass_in(analysis, analysis.scope(function), writers)
 
     def _second_pass_in(self, analysis, scope, writers):
@@ -146,6 +148,7 @@ class TwoPassRescore(Rule):
 
     @staticmethod
     def _insert(analysis, scope, node, writers) -> bool:
+        # (_may_insert is its ast-side precondition: keep the two in step)
         """A write into a table at validation-derived positions, or a call that makes one."""
         function = scope.function
         if isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Subscript):
@@ -265,6 +268,50 @@ def _pass_events(rule, analysis, scope, writers):
 
 # the statements and calls that _insert, _score_event and _scoring_call look at
 _EVENT_NODES = frozenset({cst.AugAssign, cst.Call, cst.Assign})
+
+
+def _may_insert(analysis, function, writers, closures: bool = True) -> bool:
+    """Whether `function` holds a statement that _insert could take, or calls one of its
+    closures that does (their inserts count at the call), read from the ast before any
+    libcst parse. Without one, _second_pass_in has no insert and finds nothing (main()
+    calling its logging and schedule closures, in most files).
+
+    A superset of _insert: every name in a call's callee expression stands in for the leaf
+    of its libcst full name (`add.at` ends in `at`); only a `t[k] += v` whose key is a plain
+    name or constant is decided here, by the same kinds() question _insert asks of the key
+    (its code parses back to the same expression, asked at the same statement line)."""
+    anywhere = _ALWAYS_INSERT_NAMES
+    if closures:
+        anywhere = anywhere | {f.name for f in analysis.index.functions
+                               if f.parent is function and _may_insert(analysis, f, writers, closures=False)}
+    nodes = own_nodes(function)
+    statements = {id(n.value) for n in nodes if n.__class__ is ast.Expr and n.value.__class__ is ast.Call}
+    for node in nodes:
+        kind = node.__class__
+        if kind is ast.AugAssign and isinstance(node.target, ast.Subscript):
+            key = node.target.slice
+            if not (key.__class__ is ast.Constant or dotted(key) is not None) \
+                    or VAL in analysis.kinds(function, key, line=node.lineno):
+                return True
+        elif kind is ast.Call:
+            names = _callee_names(node.func)
+            if not names.isdisjoint(anywhere) or (id(node) in statements and not names.isdisjoint(writers)):
+                return True
+    return False
+
+
+_ALWAYS_INSERT_NAMES = frozenset(_TABLE_METHODS) | {"at"}
+
+
+def _callee_names(func: ast.AST) -> set[str]:
+    """Every name and attribute in a callee expression (its libcst full name's leaf is one)."""
+    found = set()
+    for node in ast.walk(func):
+        if node.__class__ is ast.Name:
+            found.add(node.id)
+        elif node.__class__ is ast.Attribute:
+            found.add(node.attr)
+    return found
 
 
 def _scoring_call(analysis, scope, node, score_names) -> bool:
