@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass, field
 
 from auditor.analysis.config import UNKNOWN, Config, Evaluator
-from auditor.analysis.index import MODULE_SCOPE, Function, Index, child_nodes, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, child_nodes, own_nodes, walk
 from auditor.findings import Dormancy
 
 ALWAYS_LIVE_METHODS = {"__init__", "__post_init__", "__call__", "forward", "__enter__", "__exit__", "__iter__",
@@ -232,12 +232,12 @@ def _single_assignments(function: Function, config: Config) -> dict:
             continue
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                for name_node in ast.walk(target):
+                for name_node in walk(target):
                     if isinstance(name_node, ast.Name):
                         counts[name_node.id] = counts.get(name_node.id, 0) + 1
                         values[name_node.id] = node.value if isinstance(target, ast.Name) else None
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
-            for name_node in ast.walk(node.target):
+            for name_node in walk(node.target):
                 if isinstance(name_node, ast.Name):
                     counts[name_node.id] = counts.get(name_node.id, 0) + 2
     local = {}

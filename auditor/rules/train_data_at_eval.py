@@ -15,6 +15,7 @@ import re
 from auditor.analysis.config import UNKNOWN
 from auditor.analysis.flow import TRAIN
 from auditor.analysis.calibration import calibration_calls
+from auditor.analysis.index import walk
 from auditor.rules.base import Hit, Rule, where
 
 RESERVE_SETTING = re.compile(r"(?i)reserve")
@@ -97,18 +98,19 @@ def _reserves_time(analysis) -> bool:
     settings = {name for name in analysis.config.settings if name != clock.attr}
 
     def leaves(node) -> set[str]:
-        return {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(node)
+        return {n.attr if isinstance(n, ast.Attribute) else n.id for n in walk(node)
                 if isinstance(n, (ast.Attribute, ast.Name))}
 
     # the clock, and names computed from it (`limit_ms = 1000 * args.clock`)
+    trees = [walk(unit.tree) for unit in analysis.index.units]  # (ast.walk's order, walked once)
     from_clock = {clock.attr}
-    for unit in analysis.index.units:
-        for node in ast.walk(unit.tree):
+    for nodes in trees:
+        for node in nodes:
             if isinstance(node, ast.Assign) and leaves(node.value) & from_clock:
                 from_clock |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     # ... reduced by another setting: `clock - reserve`, `limit -= reserve`
-    for unit in analysis.index.units:
-        for node in ast.walk(unit.tree):
+    for nodes in trees:
+        for node in nodes:
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub):
                 if leaves(node.left) & from_clock and leaves(node.right) & settings:
                     return True

@@ -191,6 +191,8 @@ class TwoPassRescore(Rule):
                     # weights restored (e.g. the dequantized state) after TTT: a fresh model
                     trained_models.pop(full_name(node.func.value), None)
                     continue
+                if name not in trainers and name not in scorers:
+                    continue  # (nothing below is done for any other call)
                 args = [a.value for a in node.args]
                 if not any(VAL in analysis.kinds(function, a, scope) for a in args):
                     continue
