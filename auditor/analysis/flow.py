@@ -22,7 +22,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from auditor.analysis.index import MODULE_SCOPE, Function, Index, call_name, child_nodes, dotted, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, call_name, child_nodes, dotted, own_nodes, walk
 
 VAL = "val"
 TRAIN = "train"
@@ -379,7 +379,7 @@ class _Flow:
 
     def _bind_targets(self, function: Function, target: ast.AST, kinds: set[str], intrinsic: bool = False) -> None:
         for kind in kinds:
-            for sub in ast.walk(target):
+            for sub in walk(target):
                 if isinstance(sub, (ast.Name, ast.Attribute)):
                     name = dotted(sub)
                     if name:
