@@ -1132,7 +1132,7 @@ def _group_functions(module: cst.Module) -> list[list[int]]:
     return [g for g in groups if g]
 
 
-def _all_import_froms(module: cst.Module) -> list[cst.ImportFrom]:
+def _all_import_froms(module: cst.CSTNode) -> list[cst.ImportFrom]:
     found: list[cst.ImportFrom] = []
 
     class _Collect(cst.CSTVisitor):
@@ -1141,6 +1141,13 @@ def _all_import_froms(module: cst.Module) -> list[cst.ImportFrom]:
 
     module.visit(_Collect())
     return found
+
+
+def _bound_by_import(stmt: cst.ImportFrom) -> list[str]:
+    if isinstance(stmt.names, cst.ImportStar):
+        return []
+    return [alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name)
+            else alias.name.value for alias in stmt.names if isinstance(alias.name, cst.Name)]
 
 
 class _WrapRefs(cst.CSTTransformer):
@@ -1180,8 +1187,11 @@ class _WrapRefs(cst.CSTTransformer):
                 bound.add(star.name.value)
         body = node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body]
         uses = uses_of(body)
-        # a sibling's function imported here is rewritten to `Class.func` like a global one
-        self.scopes.append((bound | (uses.stores - set(self.names))) - uses.declared)
+        # a sibling's function imported here (`from helper import f` in main()) is rewritten
+        # to `Class.func` like a global one; any other binding of the name shadows it
+        imported_here = {name for stmt in _all_import_froms(node) for name in _bound_by_import(stmt)
+                         if name in self.names}
+        self.scopes.append((bound | (uses.stores - imported_here)) - uses.declared)
 
     def leave_FunctionDef(self, original, updated):
         self.scopes.pop()

@@ -328,3 +328,33 @@ def test_rename_keeps_functions_the_module_reads_through_sys_modules(tmp_path):
     assert "me = sys.modules" not in changed["train_gpt.py"]  # the alias itself is renamed
     assert "def calibrate(" in changed["train_gpt.py"]  # what is read through it keeps its spelling
     assert run_program(changed, tmp_path / "after") == before == "14\n"
+
+
+SHADOWS = {
+    "train_gpt.py": textwrap.dedent('''
+        def _(value):
+            return value * 10
+
+
+        def count(n):
+            total = 0
+            for _ in range(n):  # a loop variable that shares a function's name
+                total += 1
+            from helper import scale  # a sibling's function imported inside a function
+            return scale(total)
+
+
+        print(count(3), _(2))
+    '''),
+    "helper.py": textwrap.dedent('''
+        def scale(x):
+            return x + 100
+    '''),
+}
+
+
+@pytest.mark.parametrize("transform", sorted(TRANSFORMS))
+def test_transforms_respect_local_bindings_and_local_imports(tmp_path, transform):
+    before = run_program(SHADOWS, tmp_path / "before")
+    after = run_program(TRANSFORMS[transform](SHADOWS), tmp_path / "after")
+    assert after == before == "103 20\n"
