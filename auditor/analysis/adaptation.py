@@ -67,9 +67,10 @@ def _context(node: cst.CSTNode, scope: Scope) -> tuple[list[cst.CSTNode], bool]:
     loops, no_grad = [], False
     current = scope.parent(node)
     while current is not None:
-        if isinstance(current, (cst.For, cst.While)):
+        kind = current.__class__  # (libcst's classes have no subclasses; its isinstance is slow)
+        if kind is cst.For or kind is cst.While:
             loops.append(current)
-        elif isinstance(current, cst.With):
+        elif kind is cst.With:
             for item in current.items:
                 name = get_full_name_for_node(item.item.func if isinstance(item.item, cst.Call) else item.item) or ""
                 if NO_GRAD.search(name):
@@ -246,7 +247,7 @@ def _closure(names: set[str], sources: dict[str, set[str]]) -> set[str]:
 
 def _optimizer_calls(scope: Scope, analysis: Analysis | None = None) -> list[cst.Call]:
     own = _optimizer_classes(analysis) if analysis is not None else set()
-    return [node for node in scope.walk() if isinstance(node, cst.Call)
+    return [node for node in scope.walk() if node.__class__ is cst.Call
             and (OPTIMIZER.search(_name(node.func)) or _leaf(_name(node.func)) in own)
             and "lr_scheduler" not in _name(node.func)]
 
@@ -345,7 +346,7 @@ def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Functio
     nested = {f.name for f in analysis.index.functions if f.parent in enclosing}
     events, via = [], None
     for node in scope.walk():
-        if not isinstance(node, cst.Call):
+        if node.__class__ is not cst.Call:
             continue
         func = node.func
         receiver = None
@@ -624,7 +625,7 @@ def _repeated_passes(analysis: Analysis, results: dict[Function, Adaptation]) ->
             continue  # no pass is called from inside a loop here (checked on the ast, before libcst)
         scope = analysis.scope(function)
         for node in scope.walk():
-            if not isinstance(node, cst.Call) or _leaf(_name(node.func)) not in passes:
+            if node.__class__ is not cst.Call or _leaf(_name(node.func)) not in passes:
                 continue
             if not any(VAL in analysis.kinds(function, a.value, scope) for a in node.args):
                 continue

@@ -43,7 +43,7 @@ class MinNllSelection(Rule):
             return bool(analysis.kinds(function, node, scope) & {VAL, TARGET})
 
         for node in scope.walk():
-            if isinstance(node, cst.Call) and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2:
+            if node.__class__ is cst.Call and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2:
                 args = [a.value for a in node.args]
                 kept = _assigned_by(scope, node)
                 # between two losses, or a loss and the running minimum (`best = min(best, nll)`);
@@ -130,7 +130,7 @@ def _index_names(scope) -> set[str]:
     (`toks[end - 1]`), not boolean masks (`nll[nll < inf]`)."""
     found = set()
     for node in scope.walk():
-        if isinstance(node, cst.Slice):
+        if node.__class__ is cst.Slice:
             for bound in (node.lower, node.upper):
                 if bound is not None:
                     found |= _node_roots(bound)
