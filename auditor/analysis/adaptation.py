@@ -472,7 +472,7 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     for _ in range(3):
         grown = False
         for node in body:
-            if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+            if node.__class__ in _ASSIGNMENTS and node.value is not None:
                 if _node_roots(node.value) & derived:
                     targets = node.targets if isinstance(node, cst.Assign) else [node]
                     for target in targets:
@@ -483,23 +483,27 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
         if not grown:
             break
     for node in body:
-        if isinstance(node, cst.Subscript):
+        kind = node.__class__  # (libcst's classes have no subclasses; its isinstance is slow)
+        if kind is cst.Subscript:
             if any(_node_roots(element.slice) & derived for element in node.slice):
                 return False
-        elif isinstance(node, cst.For) and node is not loop:
+        elif kind is cst.For and node is not loop:
             if _node_roots(node.iter) & derived:
                 return False
-        elif isinstance(node, cst.While) and node is not loop:
+        elif kind is cst.While and node is not loop:
             if _node_roots(node.test) & derived:
                 return False
-        elif isinstance(node, cst.Call) and _closure_reads(analysis, function, node) & derived:
+        elif kind is cst.Call and _closure_reads(analysis, function, node) & derived:
             return False  # a nested helper reads the loop variable from here
-        elif isinstance(node, cst.Call) and node.args:
+        elif kind is cst.Call and node.args:
             with_derived = [a for a in node.args if _node_roots(a.value) & derived]
             others = [a for a in node.args if a not in with_derived]
             if with_derived and any(VAL in analysis.kinds(function, a.value, scope) for a in others):
                 return False
     return True
+
+
+_ASSIGNMENTS = frozenset({cst.Assign, cst.AugAssign, cst.AnnAssign})
 
 
 def _closure_reads(analysis: Analysis, function: Function, call: cst.Call) -> set[str]:
