@@ -469,6 +469,15 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
                     derived |= _node_roots(target.target)
         if not derived:
             return False  # nothing to tell repetition from walking: not a repeat
+    # A nested helper called in the body is part of it (a loop body moved into a closure):
+    # its nodes are read with it, its own questions asked in its own scope.
+    owner = {id(node): function for node in body}
+    for node in list(body):
+        if isinstance(node, cst.Call):
+            for closure in _called_closures(analysis, function, node):
+                inner = analysis.scope(closure).walk()
+                owner.update((id(n), closure) for n in inner)
+                body = body + inner
     for _ in range(3):
         grown = False
         for node in body:
@@ -493,12 +502,11 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
         elif kind is cst.While and node is not loop:
             if _node_roots(node.test) & derived:
                 return False
-        elif kind is cst.Call and _closure_reads(analysis, function, node) & derived:
-            return False  # a nested helper reads the loop variable from here
         elif kind is cst.Call and node.args:
             with_derived = [a for a in node.args if _node_roots(a.value) & derived]
             others = [a for a in node.args if a not in with_derived]
-            if with_derived and any(VAL in analysis.kinds(function, a.value, scope) for a in others):
+            where = owner.get(id(node), function)
+            if with_derived and any(VAL in analysis.kinds(where, a.value, analysis.scope(where)) for a in others):
                 return False
     return True
 
@@ -506,15 +514,9 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
 _ASSIGNMENTS = frozenset({cst.Assign, cst.AugAssign, cst.AnnAssign})
 
 
-def _closure_reads(analysis: Analysis, function: Function, call: cst.Call) -> set[str]:
-    """Names of `function` that a nested function called here reads as free variables."""
-    name = _leaf(_name(call.func))
-    found: set[str] = set()
-    for callee in analysis.index.resolve(name):
-        if callee.parent is not function:
-            continue
-        found |= free_names(callee)
-    return found
+def _called_closures(analysis: Analysis, function: Function, call: cst.Call) -> list[Function]:
+    """The nested functions of `function` that this call runs."""
+    return [callee for callee in analysis.index.resolve(_leaf(_name(call.func))) if callee.parent is function]
 
 
 def free_names(function: Function) -> frozenset[str]:

@@ -64,6 +64,8 @@ class Taint:
     local_names: dict[Function, set[str]] = field(default_factory=dict)
     # Per function, the parameters its return value is made of (a summary for callers).
     return_params: dict[Function, set[str]] = field(default_factory=dict)
+    # Per closure, the lines where its function calls it.
+    closure_calls: dict[Function, list[int]] = field(default_factory=dict)
 
     def of(self, function: Function, kind: str) -> set[str]:
         return self.names.get(function, {}).get(kind, set())
@@ -79,6 +81,7 @@ class _Flow:
         self.dirty: set[Function] = set()
         self._passes: dict[int, tuple] = {}  # id(call) -> (call, _passes_through's answer)
         self._callee_cache: dict[tuple, tuple] = {}  # ids of (call, caller) -> (call, _callees' answer)
+        self._returning: set[Function] = set()  # closures whose returns are being read
 
     @property
     def intrinsic(self) -> dict:
@@ -114,7 +117,10 @@ class _Flow:
             local = self._locals(function)
             free = {n for n in names if n.split(".", 1)[0] not in local}
             if free:
-                kinds |= self.kinds_of(enclosing, _Names(free), intrinsic=intrinsic)
+                # what those names hold where the closure is called (a loop body moved into
+                # a helper reads the loop's current values, not every value they ever take)
+                kinds |= self.kinds_of(enclosing, _Names(free), intrinsic=intrinsic,
+                                       line=self._call_line(function))
         if self.taint.globals:
             local = self._locals(function)
             for name in names:
@@ -141,12 +147,49 @@ class _Flow:
                     kinds.add(kind)
         returns = self.taint.returns
         for name, receiver in calls:
+            closure = self._closure_of(function, name) if not receiver else None
+            if closure is not None:
+                # A closure runs inside this call of its function: what it returns carries
+                # this call's data (the function's parameters included).
+                kinds |= self._closure_returns(closure, intrinsic)
+                continue
             if name in returns and (not receiver or receiver == "self" or len(self.index.resolve(name)) == 1):
                 # A method called on an object carries that object's data through the
                 # receiver's own taint; its name alone says nothing (two loader objects of
                 # one class return different splits), unless only one function has it.
                 kinds |= returns[name]
         return kinds
+
+    def _closure_of(self, function: Function, name: str) -> Function | None:
+        if not self._closures:
+            self._closures = _closures_by_parent(self.index)
+        for candidate in self._closures.get(function, ()):
+            if candidate.name == name:
+                return candidate
+        return None
+
+    def _closure_returns(self, closure: Function, intrinsic: bool) -> set[str]:
+        if closure in self._returning:
+            return set()
+        self._returning.add(closure)
+        try:
+            kinds: set[str] = set()
+            for node in own_nodes(closure):
+                if isinstance(node, ast.Return) and node.value is not None:
+                    kinds |= self.kinds_of(closure, node.value, intrinsic=intrinsic, line=node.lineno)
+            kinds.discard(TARGET)
+            return kinds
+        finally:
+            self._returning.discard(closure)
+
+    def _call_line(self, closure: Function) -> int | None:
+        """The first line where the enclosing function calls this closure by name."""
+        lines = self.taint.closure_calls.get(closure)
+        if lines is None:
+            lines = self.taint.closure_calls[closure] = sorted(
+                n.lineno for n in own_nodes(closure.parent)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == closure.name)
+        return lines[0] if lines else None
 
     def _passes_through(self, call: ast.Call):
         """(positions, keywords) of the arguments a submission function's return value is made
@@ -198,12 +241,12 @@ class _Flow:
             self.changed = True
             self.dirty.add(function)
             self.dirty.update(self._closures.get(function, ()))  # they read this function's names
+            parent = function.parent
+            if parent is not None and parent.qualname != MODULE_SCOPE:
+                self.dirty.add(parent)  # it reads what this closure returns
 
     def run(self) -> Taint:
-        self._closures = {}
-        for function in self.index.functions:
-            if function.parent is not None and function.parent.qualname != MODULE_SCOPE:
-                self._closures.setdefault(function.parent, []).append(function)
+        self._closures = _closures_by_parent(self.index)
         nodes = {}
         for function in self.index.functions:
             nodes[function] = [n for n in own_nodes(function) if n.__class__ in _FLOW_NODE_CLASSES]
@@ -384,23 +427,27 @@ class _Flow:
                     name = dotted(sub)
                     if name:
                         self.add(function, kind, name, intrinsic)
+                        # `docs.append(v)` on a free `docs` fills the function's list (a name
+                        # the closure assigns is its own: the locals check stops there)
+                        self._write_through_closure(function, name, kind, intrinsic)
                     if isinstance(sub, ast.Attribute):
                         break
                 elif isinstance(sub, ast.Subscript):
                     name = dotted(sub.value)
                     if name:
                         self.add(function, kind, name, intrinsic)
-                        self._write_through_closure(function, name, kind)
+                        self._write_through_closure(function, name, kind, intrinsic)
                     break
 
-    def _write_through_closure(self, function: Function, name: str, kind: str) -> None:
+    def _write_through_closure(self, function: Function, name: str, kind: str, intrinsic: bool = False) -> None:
         """A closure that writes into an object of its function (`buf[i] = v` on a free
-        `buf`) fills that object for the function too."""
+        `buf`) fills that object for the function too (in the table the write was made in:
+        an intrinsic write says nothing about what the function's call was given)."""
         root = name.split(".", 1)[0]
         enclosing = function.parent
         while enclosing is not None and enclosing.qualname != MODULE_SCOPE and root not in self._locals(function):
-            self.add(enclosing, kind, root)
-            for at in self.taint.defs.get(enclosing, {}).get(root, {}).values():
+            self.add(enclosing, kind, root, intrinsic)
+            for at in () if intrinsic else self.taint.defs.get(enclosing, {}).get(root, {}).values():
                 if kind not in at:  # whichever assignment made the object, it now holds this
                     at.add(kind)
                     self.dirty.add(enclosing)
@@ -448,6 +495,8 @@ class _Flow:
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             self._assign(function, node.iter, node.target, node.lineno)
         elif isinstance(node, ast.comprehension):
+            # its variables live in the comprehension: a definition at its line, not a write
+            # into every value the function's names of that spelling ever held
             self._assign(function, node.iter, node.target)
         elif isinstance(node, ast.withitem) and node.optional_vars is not None:
             self._assign(function, node.context_expr, node.optional_vars, node.context_expr.lineno)
@@ -497,6 +546,14 @@ class _Flow:
                 if kinds and keyword in callee.params:
                     for kind in kinds:
                         self.add(callee, kind, keyword)
+
+
+def _closures_by_parent(index: Index) -> dict[Function, list[Function]]:
+    closures: dict[Function, list[Function]] = {}
+    for function in index.functions:
+        if function.parent is not None and function.parent.qualname != MODULE_SCOPE:
+            closures.setdefault(function.parent, []).append(function)
+    return closures
 
 
 def _vararg(function: Function) -> str | None:

@@ -180,14 +180,18 @@ def _facts(function: Function, index: Index) -> _FunctionFacts:
 
 def returned_names(function: Function, index: Index) -> set[str]:
     """The names a function's return (or yield) values are made of, through its own
-    assignments and in-place writes."""
+    assignments and in-place writes, and those of its closures (a loop body moved into a
+    nested helper that appends to the function's list)."""
     fact = _facts(function, index)
+    nested = [_facts(f, index) for f in index.functions if f.parent is function] if index is not None else []
     closure, stack = set(), list(fact.returns)
     while stack:
         name = stack.pop()
         if name not in closure:
             closure.add(name)
             stack.extend(fact.depends.get(name, ()))
+            for inner in nested:
+                stack.extend(inner.depends.get(name, ()))
     return closure
 
 

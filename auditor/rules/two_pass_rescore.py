@@ -206,17 +206,26 @@ class TwoPassRescore(Rule):
                 line = scope.lines(node)[0]
                 if name in trainers and not _copies_model(analysis, trainers[name].function):
                     for model in models:
-                        trained_models[model] = line
+                        trained_models[model] = (line, node)
                 elif name in scorers:
                     for model in models:
-                        if model in trained_models and trained_models[model] < line:
+                        trained_at = trained_models.get(model)
+                        if trained_at is not None and trained_at[0] < line and not _in_other_branches(
+                                scope, trained_at[1], node):
                             yield self.hit(scope, node,
                                            f"`{name}` scores the validation set again with `{model}` after it was "
-                                           f"trained on those tokens at line {trained_models[model]} "
+                                           f"trained on those tokens at line {trained_at[0]} "
                                            "(ruling on 991; Issue #1017 condition 4)")
 
     # Legal and illegal twins: the same two evaluations, in the two orders.
-    VALID = [_TTT_EVAL_PAIR.format(first="eval_val", second="eval_val_ttt")]
+    VALID = [
+        _TTT_EVAL_PAIR.format(first="eval_val", second="eval_val_ttt"),
+        # the two evaluations in the two branches of one `if`: only one of them runs
+        _TTT_EVAL_PAIR.format(first="eval_val_ttt", second="eval_val").replace(
+            "    print(eval_val_ttt(model, val_tokens))\n    print(eval_val(model, val_tokens))",
+            "    if len(val_tokens) > 4096:\n        print(eval_val_ttt(model, val_tokens))\n"
+            "    else:\n        print(eval_val(model, val_tokens))"),
+    ]
     INVALID = [
         _TTT_EVAL_PAIR.format(first="eval_val_ttt", second="eval_val"),
         '''
@@ -240,6 +249,20 @@ if __name__ == "__main__":
     print(f"val_bpb:{result:.4f}")
 ''',
     ]
+
+
+def _in_other_branches(scope, first, second) -> bool:
+    """Whether two nodes sit in the two branches of one `if` (`if a: ... elif b: ...`):
+    never both run."""
+    def branches(node):
+        found, child, parent = {}, node, scope.parent(node)
+        while parent is not None:
+            if isinstance(parent, cst.If) and (child is parent.body or child is parent.orelse):
+                found[id(parent)] = "body" if child is parent.body else "orelse"
+            child, parent = parent, scope.parent(parent)
+        return found
+    first_in, second_in = branches(first), branches(second)
+    return any(second_in.get(key) not in (None, side) for key, side in first_in.items())
 
 
 def _copies_model(analysis, function) -> bool:
