@@ -36,6 +36,9 @@ _CONVERSIONS = {"asarray", "ascontiguousarray", "array", "copy", "as_tensor", "f
                 "int32", "uint16", "list", "tuple"}
 
 
+_LOOPS = (ast.For, ast.While)
+
+
 @dataclass
 class Gate:
     """Outputs a function writes per position only when the target there passes a test."""
@@ -67,7 +70,12 @@ def gated_uses(analysis) -> list[GateUse]:
 
 def _gated_uses(analysis) -> list[GateUse]:
     sequences = _target_sequences(analysis)
-    gates = [gate for function, names in sequences.items() for gate in _gates_in(function, names)]
+    nested: dict[Function, dict[str, ast.AST]] = {}
+    for function in analysis.index.functions:
+        if function.parent is not None:
+            nested.setdefault(function.parent, {})[function.name] = function.node
+    gates = [gate for function, names in sequences.items()
+             for gate in _gates_in(function, names, nested.get(function, {}))]
     uses = []
     for gate in gates:
         for caller, call, bound in _calls_of(analysis, gate.function):
@@ -81,36 +89,46 @@ def _gated_uses(analysis) -> list[GateUse]:
 
 
 def _target_sequences(analysis) -> dict[Function, set[str]]:
+    assigns: dict[Function, list[ast.Assign]] = {}
+    calls: dict[Function, list[ast.Call]] = {}
     found: dict[Function, set[str]] = {}
     for function in analysis.index.functions:
-        names = set(analysis.taint.of(function, TARGET))
+        own_assigns, own_calls = [], []
         for node in own_nodes(function):
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                    and _from_position_one(analysis, function, node.value):
-                names.add(node.targets[0].id)
+            if node.__class__ is ast.Assign and len(node.targets) == 1 and node.targets[0].__class__ is ast.Name:
+                own_assigns.append(node)
+            elif node.__class__ is ast.Call and (node.args or node.keywords):
+                own_calls.append(node)
+        assigns[function], calls[function] = own_assigns, own_calls
+        names = set(analysis.taint.of(function, TARGET))
+        names |= {node.targets[0].id for node in own_assigns if _from_position_one(analysis, function, node.value)}
         if names:
             found[function] = names
-    for _ in range(6):
-        grown = False
-        for function in list(found):
-            names = found[function]
-            for node in own_nodes(function):
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    if node.targets[0].id not in names and _root_name(node.value) in names:
-                        names.add(node.targets[0].id)
-                        grown = True
-                if not isinstance(node, ast.Call):
-                    continue
-                for callee in _callees(analysis, function, node):
-                    params = _positional_params(callee)
-                    passed = [params[i] for i, a in enumerate(node.args) if i < len(params) and _root_name(a) in names]
-                    passed += [k.arg for k in node.keywords if k.arg in callee.params and _root_name(k.value) in names]
-                    have = found.setdefault(callee, set())
-                    if not set(passed) <= have:
-                        have |= set(passed)
-                        grown = True
-        if not grown:
+    work = list(found)
+    for _ in range(10 * len(analysis.index.functions) + 10):  # each step grows a set: bounded
+        if not work:
             break
+        function = work.pop()
+        names = found[function]
+        grown = True
+        while grown:  # views and conversions of the sequence in this function
+            grown = False
+            for node in assigns[function]:
+                if node.targets[0].id not in names and _root_name(node.value) in names:
+                    names.add(node.targets[0].id)
+                    grown = True
+        for node in calls[function]:  # ... and the parameters it is passed to
+            positions = [i for i, a in enumerate(node.args) if _root_name(a) in names]
+            keywords = [k.arg for k in node.keywords if k.arg and _root_name(k.value) in names]
+            if not positions and not keywords:
+                continue
+            for callee in _callees(analysis, function, node):
+                params = _positional_params(callee)
+                passed = {params[i] for i in positions if i < len(params)} | {k for k in keywords if k in callee.params}
+                have = found.setdefault(callee, set())
+                if not passed <= have:
+                    have |= passed
+                    work.append(callee)
     return {f: names for f, names in found.items() if names}
 
 
@@ -151,15 +169,17 @@ def _root_name(node: ast.AST) -> str | None:
 # --- loops over the sequence and their gated writes ------------------------------------
 
 
-def _gates_in(function: Function, sequences: set[str]) -> list[Gate]:
+def _gates_in(function: Function, sequences: set[str], helpers: dict[str, ast.AST]) -> list[Gate]:
     gates = []
     iterators = _enumerate_iterators(function, sequences)
     for node in own_nodes(function):
+        if node.__class__ not in _LOOPS:
+            continue
         loop = _loop_over(node, sequences, iterators)
         if loop is None:
             continue
         counter, elements, body = loop
-        body = _inline_helpers(function, body)
+        body = _inline_helpers(helpers, body)
         gate = _gated_write(body, counter, elements | _element_reads(body, counter, sequences), sequences)
         if gate is None:
             continue
@@ -171,19 +191,17 @@ def _gates_in(function: Function, sequences: set[str]) -> list[Gate]:
     return gates
 
 
-def _inline_helpers(function: Function, body: list[ast.stmt]) -> list[ast.stmt]:
-    """The loop body with calls of the function's own nested helpers replaced by their
-    bodies (a loop body moved into a closure does its work at the call), parameters bound
-    to the arguments."""
-    helpers = {stmt.name: stmt for stmt in ast.walk(function.node)
-               if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt is not function.node}
+def _inline_helpers(helpers: dict[str, ast.AST], body: list[ast.stmt]) -> list[ast.stmt]:
+    """The loop body with calls of the function's own nested helpers (by name) replaced by
+    their bodies (a loop body moved into a closure does its work at the call), parameters
+    bound to the arguments."""
     if not helpers:
         return body
     out: list[ast.stmt] = []
     for stmt in body:
         call = stmt.value if isinstance(stmt, (ast.Expr, ast.Assign)) else None
         helper = helpers.get(call.func.id) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else None
-        if helper is None:
+        if not isinstance(helper, (ast.FunctionDef, ast.AsyncFunctionDef)):
             out.append(stmt)
             continue
         params = [a.arg for a in helper.args.posonlyargs + helper.args.args]
