@@ -484,6 +484,23 @@ class _Flow:
                         if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store):
                             self._grow(self.taint.fields, sub.attr, data)
 
+    def _assign_loop(self, function: Function, iterable: ast.AST, target: ast.AST, line) -> None:
+        """A loop's variables: `for a, b in zip(xs, ys)` binds each to its own sequence's
+        elements, `for i, x in enumerate(xs)` binds `x` to xs's and `i` to a counter."""
+        if iterable.__class__ is ast.Call and iterable.func.__class__ is ast.Name \
+                and target.__class__ in (ast.Tuple, ast.List) and not iterable.keywords \
+                and not any(a.__class__ is ast.Starred for a in iterable.args):
+            name, args, parts = iterable.func.id, iterable.args, target.elts
+            if name == "zip" and len(args) == len(parts):
+                for arg, part in zip(args, parts):
+                    self._assign(function, arg, part, line)
+                return
+            if name == "enumerate" and len(args) in (1, 2) and len(parts) == 2:
+                self._assign(function, ast.Constant(0), parts[0], line)  # a counter holds no data
+                self._assign(function, args[0], parts[1], line)
+                return
+        self._assign(function, iterable, target, line)
+
     def _node(self, function: Function, node: ast.AST) -> None:
         if isinstance(node, ast.Assign):
             for target in node.targets:
@@ -493,11 +510,12 @@ class _Flow:
         elif isinstance(node, ast.AugAssign):
             self._assign(function, node.value, node.target)  # x += v keeps what x held
         elif isinstance(node, (ast.For, ast.AsyncFor)):
-            self._assign(function, node.iter, node.target, node.lineno)
+            self._assign_loop(function, node.iter, node.target, node.lineno)
         elif isinstance(node, ast.comprehension):
-            # its variables live in the comprehension: a definition at its line, not a write
-            # into every value the function's names of that spelling ever held
-            self._assign(function, node.iter, node.target)
+            # Its variables live in the comprehension: a definition just before its line (so
+            # its own expression reads it), not a write into every value the function's
+            # names of that spelling ever held (`name` of a later loop is not this one).
+            self._assign_loop(function, node.iter, node.target, node.target.lineno - 0.5)
         elif isinstance(node, ast.withitem) and node.optional_vars is not None:
             self._assign(function, node.context_expr, node.optional_vars, node.context_expr.lineno)
         elif isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)) and node.value is not None:

@@ -44,13 +44,15 @@ class NgramTargetInKey(Rule):
             has_context = any(TARGET not in k and VAL in k for k in part_kinds)
             return has_target and has_context
 
+        # (libcst's node classes have no subclasses; its isinstance is slow on a miss)
         for node in scope.walk():
             parts = None
-            if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitXor):
+            kind = node.__class__
+            if kind is cst.BinaryOperation and node.operator.__class__ is cst.BitXor:
                 parts = [node.left, node.right]
-            elif isinstance(node, cst.Call) and _library_hash(analysis, node):
+            elif kind is cst.Call and _library_hash(analysis, node):
                 parts = [a.value for a in node.args] if len(node.args) >= 2 else None
-            elif isinstance(node, cst.Subscript) and isinstance(node.slice[0].slice, cst.Index):
+            elif kind is cst.Subscript and node.slice[0].slice.__class__ is cst.Index:
                 key = node.slice[0].slice.value
                 if isinstance(key, cst.Tuple) and len(key.elements) >= 2:
                     parts = [e.value for e in key.elements]
@@ -159,9 +161,13 @@ def _library_hash(analysis, node) -> bool:
     return not analysis.index.resolve(name.rsplit(".", 1)[-1])
 
 
+_STATEMENTS = frozenset({cst.SimpleStatementLine, cst.ClassDef, cst.For, cst.FunctionDef, cst.If, cst.Match,
+                         cst.Try, cst.TryStar, cst.While, cst.With})
+
+
 def _statement_of(scope, node):
     current = node
-    while current is not None and not isinstance(current, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+    while current is not None and current.__class__ not in _STATEMENTS:
         current = scope.parent(current)
     return current
 
@@ -187,16 +193,15 @@ def _used_as_key_elsewhere(scope, roots: set[str], statement) -> bool:
     keys = set(roots)
     returned: set[str] = set()
     for node in scope.walk():
-        if isinstance(node, cst.Return) and node.value is not None:
+        if node.__class__ is cst.Return and node.value is not None:
             returned |= _roots(node.value)
     for node in scope.walk():
-        if isinstance(node, cst.Assign) and _statement_of(scope, node) is not statement and _roots(node.value) & roots:
+        if node.__class__ is cst.Assign and _roots(node.value) & roots and _statement_of(scope, node) is not statement:
             for target in node.targets:
                 keys |= _roots(target.target)
     for node in scope.walk():
-        if _statement_of(scope, node) is statement:
-            continue
-        if isinstance(node, cst.SubscriptElement) and _roots(node.slice) & keys:
+        if node.__class__ is cst.SubscriptElement and _roots(node.slice) & keys \
+                and _statement_of(scope, node) is not statement:
             return True
     return bool((keys - roots) & returned)
 
@@ -214,7 +219,7 @@ def _reads_name(scope, node, names: set[str]) -> bool:
 def _up_to_statement(scope, node):
     """(node, parent) pairs from `node` up to the statement that holds it."""
     current, parent = node, scope.parent(node)
-    while parent is not None and not isinstance(parent, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+    while parent is not None and parent.__class__ not in _STATEMENTS:
         yield current, parent
         current, parent = parent, scope.parent(parent)
 

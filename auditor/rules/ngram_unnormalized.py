@@ -86,7 +86,10 @@ class NgramUnnormalized(Rule):
     @staticmethod
     def _mixture(node: cst.CSTNode) -> list[cst.CSTNode]:
         """The operands of `(1 - a) * P + a * Q` or of a log-domain mix, else []."""
-        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        kind = node.__class__  # (libcst's node classes have no subclasses; its isinstance is slow)
+        if kind is not cst.BinaryOperation and kind is not cst.Call:
+            return []
+        if kind is cst.BinaryOperation and node.operator.__class__ is cst.Add:
             left, right = node.left, node.right
             if all(isinstance(side, cst.BinaryOperation) and isinstance(side.operator, cst.Multiply)
                    for side in (left, right)):
