@@ -433,3 +433,13 @@ def test_a_described_feature_counts_only_without_a_run_configuration(tmp_path, r
     result = classify_paths([tmp_path], use_cache=False)[0]
     assert result.verdict == verdict
     assert {f.rule for f in result.findings} == {"ttt-train-before-score"}
+
+
+def test_a_launcher_command_passes_its_env_list_into_the_run_configuration():
+    """`modal run run_modal.py --extra-env "A=1;B=2"` (PR 64) sets the run's environment:
+    the launcher is a .py file other than the script, and the list sits in one quoted string."""
+    from auditor.submission.run_config import readme_env
+
+    readme = ("## Repro\n\n```bash\nmodal run records/x/run_modal.py --mode standard \\\n"
+              '  --extra-env "FP16_PATTERNS=;TTT_ENABLED=1;TTT_EPOCHS=25;TTT_FREEZE_BLOCKS=0"\n```\n')
+    assert readme_env(readme) == {"TTT_ENABLED": "1", "TTT_EPOCHS": "25", "TTT_FREEZE_BLOCKS": "0"}

@@ -42,6 +42,8 @@ def _clean_value(value: str) -> str:
     value = value.strip().strip(",")
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
+    elif value[-1:] in ("\"", "'") and value[-1] not in value[:-1]:
+        value = value[:-1]  # the last VAR=value inside a quoted list: --extra-env "A=1;B=2"
     return value
 
 
@@ -58,7 +60,8 @@ def readme_env(readme_text: str, script_name: str = "train_gpt.py") -> dict[str,
     other: dict[str, str] = {}
     runs_script = False
     for block in _shell_blocks(readme_text):
-        runs = bool(re.search(r"torchrun|python|\.sh\b|export ", block))
+        # a launcher of a .py file counts too (`modal run run_modal.py --extra-env "A=1;B=2"`)
+        runs = bool(re.search(r"torchrun|python|\.sh\b|\.py\b|export ", block))
         lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
         plain = lines and all(re.fullmatch(r"(export\s+)?[A-Z][A-Z0-9_]*=\S*\s*\\?", ln) for ln in lines)
         if not (runs or plain):
