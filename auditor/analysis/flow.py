@@ -336,11 +336,14 @@ class _Flow:
             shifted = _shifted_subscripts(own_nodes(function))
             if shifted:
                 self.taint.target_exprs[function] = shifted
-            for node in own_nodes(function):
-                if isinstance(node, ast.Call):
-                    argument = _loss_target_argument(node)
-                    if argument is not None:
-                        self._mark_target(function, argument, target_params)
+            calls = [node for node in own_nodes(function) if node.__class__ is ast.Call]
+            # `x.gather(d, i).squeeze(d)`: one entry picked per position
+            squeezed = {id(c.func.value) for c in calls if c.func.__class__ is ast.Attribute
+                        and c.func.attr == "squeeze" and c.func.value.__class__ is ast.Call}
+            for node in calls:
+                argument = _loss_target_argument(node, id(node) in squeezed)
+                if argument is not None:
+                    self._mark_target(function, argument, target_params)
         for _ in range(4):
             grown = False
             for function in self.index.functions:
@@ -683,8 +686,11 @@ def _env_variable(node: ast.AST) -> str | None:
     return None
 
 
-def _loss_target_argument(call: ast.Call) -> ast.AST | None:
-    """The argument a loss or a gather reads as the target token, if any."""
+def _loss_target_argument(call: ast.Call, squeezed: bool = False) -> ast.AST | None:
+    """The argument a loss or a gather reads as the target token, if any. A gather reads a
+    target when it picks one entry per position (its index gains a unit dimension, or its
+    result loses one: `lp.gather(-1, y.unsqueeze(-1)).squeeze(-1)`); a gather of many
+    entries per row (`h.gather(1, chunk_index)`, a table lookup) reads positions, not tokens."""
     name = call_name(call)
     position = _LOSS_TARGET_ARG.get(name)
     if position is not None:
@@ -696,13 +702,28 @@ def _loss_target_argument(call: ast.Call) -> ast.AST | None:
         # t.gather(dim, index) / torch.gather(t, dim, index) on log-probabilities
         is_function = isinstance(call.func, ast.Attribute) and dotted(call.func.value) == "torch"
         position = 2 if is_function else 1
-        for keyword in call.keywords:
-            if keyword.arg == "index":
-                return keyword.value
-        return call.args[position] if len(call.args) > position else None
+        index = next((k.value for k in call.keywords if k.arg == "index"), None)
+        if index is None and len(call.args) > position:
+            index = call.args[position]
+        return index if index is not None and (squeezed or _adds_unit_dim(index)) else None
     if name == "take_along_dim":
         return call.args[1] if len(call.args) > 1 else None
     return None
+
+
+def _adds_unit_dim(index: ast.AST) -> bool:
+    """`y.unsqueeze(-1)`, `y[..., None]`, `y[:, None]`, `y.view(-1, 1)`, `y.reshape(n, 1)`."""
+    if index.__class__ is ast.Call and index.func.__class__ is ast.Attribute:
+        if index.func.attr == "unsqueeze":
+            return True
+        if index.func.attr in ("view", "reshape") and index.args:
+            last = index.args[-1]
+            return last.__class__ is ast.Constant and last.value == 1
+        return _adds_unit_dim(index.func.value) if index.func.attr in ("long", "to", "clamp", "int") else False
+    if index.__class__ is ast.Subscript:
+        parts = index.slice.elts if index.slice.__class__ is ast.Tuple else [index.slice]
+        return any(p.__class__ is ast.Constant and p.value is None for p in parts)
+    return False
 
 
 # --- targets by position -------------------------------------------------------------
