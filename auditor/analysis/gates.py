@@ -78,7 +78,7 @@ def _gated_uses(analysis) -> list[GateUse]:
              for gate in _gates_in(function, names, nested.get(function, {}))]
     uses = []
     for gate in gates:
-        for caller, call, bound in _calls_of(analysis, gate.function):
+        for caller, call, bound in _calls_of(analysis, gate):
             if not _reaches_score(analysis, gate, caller, bound):
                 continue
             uses.append(GateUse(gate, caller, call, _closed(analysis, gate, caller, bound)))
@@ -354,16 +354,16 @@ def _returned_positions(function: Function) -> list[str | None]:
 # --- where the gated outputs go ----------------------------------------------------------
 
 
-def _calls_of(analysis, function: Function):
-    """(caller, call, {bound name: output}) for each call of `function`."""
+def _calls_of(analysis, gate: Gate):
+    """(caller, call, {bound name: output}) for each call of the gated function."""
+    gate_outputs = gate.returned
     for caller in analysis.index.functions:
         for node in own_nodes(caller):
             if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Call):
                 continue
-            if function not in _callees(analysis, caller, node.value):
+            if gate.function not in _callees(analysis, caller, node.value):
                 continue
             target = node.targets[0]
-            gate_outputs = _returned_positions(function)
             bound = {}
             if isinstance(target, ast.Tuple):
                 for element, output in zip(target.elts, gate_outputs):
