@@ -195,11 +195,32 @@ def test_waits_until_the_rate_limit_reset(github):
     assert clock.sleeps[0] == pytest.approx(reset - START + 1)
 
 
-def test_honours_retry_after_on_a_secondary_limit(github):
-    github.cues = [(429, {"retry-after": "42"}, {"message": "You have exceeded a secondary rate limit"})]
+@pytest.mark.parametrize("status", [403, 429])
+def test_honours_retry_after_on_a_secondary_limit(github, status):
+    github.cues = [(status, {"Retry-After": "42"}, {"message": "You have exceeded a secondary rate limit"})]
     clock = FakeClock()
-    post_review(client_for(github, clock), REPO, 12, BODY)
+    outcome = post_review(client_for(github, clock), REPO, 12, BODY)
+    assert outcome.action == "created"
     assert clock.sleeps[0] == 42.0
+
+
+def test_a_429_with_the_primary_limit_used_up_waits_for_its_reset(github):
+    # Headers in GitHub's own spelling: the client must not depend on their case.
+    reset = int(START) + 900
+    github.cues = [(429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}, {"message": "slow down"})]
+    clock = FakeClock()
+    post_review(client_for(github, clock), REPO, 14, BODY)
+    assert clock.sleeps[0] == pytest.approx(reset - START + 1)
+    assert len(github.for_pr(14)) == 1
+
+
+def test_a_success_that_uses_up_the_limit_waits_before_the_next_request(github):
+    reset = int(START) + 120
+    github.cues = [(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}, [])]
+    clock = FakeClock()
+    post_review(client_for(github, clock), REPO, 15, BODY)  # the listing (cued) used the last request
+    assert clock.sleeps[0] == pytest.approx(reset - START + 1)
+    assert clock.now() >= reset
 
 
 def test_gives_up_after_a_bounded_number_of_retries(github):
@@ -247,6 +268,47 @@ def test_pagination_links_to_another_host_are_refused(github):
         client.request("GET", "http://evil.example/api/v3/repos/octo/golf/issues/1/comments")
     assert "refusing" in str(raised.value)
     assert github.requests == []
+
+
+@pytest.fixture
+def elsewhere():
+    """A second server on another port: another origin, which must never see the token."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_to_another_host_is_refused_without_sending_the_token(github, elsewhere):
+    other_url, seen = elsewhere
+    github.cues = [(302, {"Location": f"{other_url}/api/v3/repos/octo/golf/issues/1/comments"}, {})]
+    with pytest.raises(GitHubError) as raised:
+        client_for(github).list_comments(REPO, 1)
+    assert "refusing to follow a redirect" in str(raised.value)
+    assert seen == []
+    assert TOKEN not in str(raised.value)
+
+
+def test_a_redirect_within_the_api_host_is_followed(github):
+    github.add_comment(6, "moved")
+    github.cues = [(307, {"Location": f"{github.api_url}/repos/octo/golf/issues/6/comments?per_page=100"}, {})]
+    comments = client_for(github).list_comments(REPO, 6)
+    assert [c["body"] for c in comments] == ["moved"]
+    assert [auth for _, _, auth in github.requests] == [f"Bearer {TOKEN}"] * 2
 
 
 def test_pacer_keeps_content_creation_under_the_secondary_limits():

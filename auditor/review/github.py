@@ -4,7 +4,7 @@ GitHub REST, issue comments endpoint: list (paginated by the Link header), creat
 The comment carries a hidden marker, so a second post updates the earlier comment instead
 of adding another. The token comes from the GITHUB_TOKEN environment variable only; it is
 never logged, never part of an exception message or a repr, and never sent to a host other
-than the API's (pagination links to another host are refused).
+than the API's (pagination links and redirects to another host are refused).
 
 Rate limits (docs.github.com, "Rate limits for the REST API"): on 403/429 honour
 `retry-after`; when `x-ratelimit-remaining` is 0 wait until `x-ratelimit-reset`; otherwise
@@ -105,6 +105,19 @@ class Pacer:
         self.sent.append(self.clock.now())
 
 
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the API's origin: urllib would send the Authorization
+    header along to wherever the Location points."""
+
+    def __init__(self, origin: tuple[str, str]):
+        self.origin = origin
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlsplit(newurl)[:2] != self.origin:
+            raise GitHubError(f"refusing to follow a redirect to {urlsplit(newurl).netloc}: not the API host", code)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 @dataclass
 class Response:
     status: int
@@ -124,6 +137,7 @@ class GitHubClient:
         self.timeout_s = timeout_s
         self.pacer = pacer or Pacer(self.clock)
         self._api_origin = urlsplit(self.api_url)[:2]
+        self._opener = urllib.request.build_opener(_SameOriginRedirects(self._api_origin))
         self._not_before = 0.0  # set when the primary limit is used up
 
     @classmethod
@@ -149,7 +163,7 @@ class GitHubClient:
             **({"Content-Type": "application/json"} if data is not None else {}),
         })
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as handle:
+            with self._opener.open(request, timeout=self.timeout_s) as handle:
                 status, headers, raw = handle.status, handle.headers, handle.read()
         except urllib.error.HTTPError as exc:
             status, headers, raw = exc.code, exc.headers, exc.read() if exc.fp is not None else b""
