@@ -25,7 +25,7 @@ from auditor.review.store import ReviewStore, export_csv, export_json
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "classify"
 FLAGGED = FIXTURES / "record_ngram_enabled"
 SHA = "0123456789abcdef0123456789abcdef01234567"
-NOT_A_RULING = re.compile(r"Automated review by auditor \d+\.\d+\.\d+; not a maintainer ruling")
+NOT_A_RULING = re.compile(r"Automated review by auditor \d+\.\d+\.\d+, a community tool; not a maintainer ruling")
 
 
 def fenced_blocks(markdown: str, language: str = "python") -> list[tuple[str, list[str]]]:
@@ -208,7 +208,8 @@ def test_pr_review_reads_the_added_record_folder(bare_clone):
     assert (f"https://github.com/openai/parameter-golf/blob/{head}/records/track_10min_16mb/"
             "2026-01-01_Ngram/train_gpt.py#L16)") in md
     assert "`records/track_10min_16mb/2026-01-01_Ngram/train_gpt.py:16`" in md
-    assert "auditor review --repo-dir CLONE --pr 1" in md
+    # The command names what shaped the comment (the repository gives the permalinks).
+    assert f"reproduce with: `auditor review --repo-dir CLONE --pr 1 --github-repo openai/parameter-golf` at commit `{head}`" in md
     assert "/tmp/" not in md  # temporary paths never reach the comment
 
 

@@ -6,6 +6,7 @@ the installed package rather than copied here.
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 import json
 import shutil
@@ -45,6 +46,10 @@ def test_validates_against_the_sarif_schema(validator, sarif):
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
     assert errors == []
     assert document["version"] == "2.1.0"
+    # The schema does constrain results: a level SARIF does not define is rejected.
+    broken = copy.deepcopy(document)
+    broken["runs"][0]["results"][0]["level"] = "fatal"
+    assert [error.validator for error in validator.iter_errors(broken)] == ["enum"]
 
 
 def test_driver_has_a_rule_entry_per_rule_id_with_its_docs(sarif):

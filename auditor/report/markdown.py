@@ -37,7 +37,7 @@ MARKER = "<!-- auditor-review -->"
 MAX_EXCERPT_LINES = 5
 MAX_VIOLATIONS_CHARS = 40_000  # of a comment GitHub caps at 65,536 characters
 MAX_SHORT_LIST = 10  # dormant constructs and legal patterns: a short list, the rest counted
-NOT_A_RULING = "Automated review by auditor {version}; not a maintainer ruling."
+NOT_A_RULING = "Automated review by auditor {version}, a community tool; not a maintainer ruling."
 
 
 def _read_file_lines(path: str) -> list[str] | None:

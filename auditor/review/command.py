@@ -69,7 +69,7 @@ def review(
     if post and pr is None:
         _fail("--post needs --pr N")
 
-    from auditor.review.run import ReviewInputError, review_folder, review_pr
+    from auditor.review.run import ReviewInputError, review_command, review_folder, review_pr
     from auditor.review.source import SourceUnavailable, check_repo
 
     try:
@@ -87,7 +87,9 @@ def review(
                 root, prefix = _work_tree(path), ""
             context = ReviewContext(
                 subject=repo_path or str(path), github_repo=github_repo, sha=sha, pr=pr, root=root,
-                repo_prefix=prefix, command=f"auditor review {path}" + (" --smoke" if smoke else ""),
+                repo_prefix=prefix, command=review_command(str(path), github_repo=github_repo, sha=sha,
+                                                           repo_path=repo_path, smoke=smoke,
+                                                           reproduce_report=reproduce_report is not None),
             )
             outcome = review_folder(path, smoke=smoke, reproduce_report=reproduce_report, context=context,
                                     use_cache=not no_cache, pr=pr)

@@ -111,8 +111,26 @@ def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: 
     return ReviewOutcome(markdown, row, classify_json, claims_json, smoke_json)
 
 
-def pr_command(pr: int, smoke: bool) -> str:
-    return f"auditor review --repo-dir CLONE --pr {pr}" + (" --smoke" if smoke else "")
+def review_command(subject: str, *, github_repo: str | None = None, sha: str | None = None,
+                   repo_path: str | None = None, smoke: bool = False, reproduce_report: bool = False) -> str:
+    """The command line that renders the same comment again (placeholders for local paths)."""
+    parts = ["auditor review", subject]
+    if github_repo:
+        parts.append(f"--github-repo {github_repo}")
+    if sha:
+        parts.append(f"--sha {sha}")
+    if repo_path:
+        parts.append(f"--repo-path {repo_path}")
+    if smoke:
+        parts.append("--smoke")
+    if reproduce_report:
+        parts.append("--reproduce-report REPORT.json")
+    return " ".join(parts)
+
+
+def pr_command(pr: int, smoke: bool, github_repo: str | None = None, reproduce_report: bool = False) -> str:
+    return review_command(f"--repo-dir CLONE --pr {pr}", github_repo=github_repo, smoke=smoke,
+                          reproduce_report=reproduce_report)
 
 
 def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, github_repo: str | None = None,
@@ -122,7 +140,7 @@ def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, git
     from auditor.report.markdown import ReviewContext
 
     source: PrSource = locate_pr(Path(repo_dir), pr, head_sha)
-    command = pr_command(pr, smoke)
+    command = pr_command(pr, smoke, github_repo, reproduce_report is not None)
     if not source.folder:
         context = ReviewContext(subject="(no record folder)", github_repo=github_repo, sha=source.head_sha, pr=pr,
                                 command=command)
