@@ -397,3 +397,29 @@ def test_all_prs_posts_each_new_review_once_paced(github, tmp_path):
     writes = [r for r in github.requests if r[0] in ("POST", "PATCH")]
     assert len(writes) == 2
     assert 1.0 in clock.sleeps  # the second comment waited for the pacer, on the test clock
+
+
+def test_all_prs_post_with_a_refused_token_stops_at_the_first_refusal(github, tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from test_review import make_bare_clone
+
+    from auditor.review.command import review
+
+    app = typer.Typer()
+    app.command()(review)
+    app.command("other")(lambda: None)
+    clone = make_bare_clone(tmp_path)
+    wrong = "ghp_wrongTOKEN_9876543210"
+    monkeypatch.setenv("GITHUB_TOKEN", wrong)
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["review", "--repo-dir", str(clone), "--all-prs", "--jobs", "1", "--post",
+                                      "--github-repo", REPO, "--api-url", github.api_url,
+                                      "--db", str(tmp_path / "db.sqlite3")])
+    assert result.exit_code == 2
+    assert result.output.count("bad credentials") == 2  # where posting stopped, and the final error
+    assert "posting stopped at PR 1" in result.output
+    assert "2 PR heads: 2 reviewed" in result.output  # the reviews themselves were kept
+    assert len(github.requests) == 1  # PR 2 was not tried with the refused token
+    assert wrong not in result.output and "Traceback" not in result.output

@@ -134,16 +134,29 @@ def _post_one(markdown: str, github_repo: str, pr: int, post: bool, api_url: str
                + (f": {outcome.url}" if outcome.url else ""), err=True)
 
 
-def _poster(github_repo: str, api_url: str):
-    """Posts each new review of an --all-prs run; one client, so pacing spans the whole run."""
-    from auditor.review.github import post_review
+class _Poster:
+    """Posts each new review of an --all-prs run; one client, so pacing spans the whole run.
 
-    client = _client(api_url)
+    A token that is refused (401, or a 403 that is not a rate limit) would be refused for every
+    PR: the first refusal stops the posting, and the run ends with that error.
+    """
 
-    def on_review(row: dict, markdown: str) -> bool:
-        return post_review(client, github_repo, row["pr"], markdown).action in ("created", "updated")
+    def __init__(self, github_repo: str, api_url: str):
+        self.client, self.github_repo, self.refused = _client(api_url), github_repo, None
 
-    return on_review
+    def __call__(self, row: dict, markdown: str) -> bool:
+        from auditor.review.github import GitHubError, post_review
+
+        if self.refused is not None:
+            return False
+        try:
+            return post_review(self.client, self.github_repo, row["pr"], markdown).action in ("created", "updated")
+        except GitHubError as exc:
+            if exc.status not in (401, 403) or exc.retryable:
+                raise
+            self.refused = exc
+            typer.echo(f"error: posting stopped at PR {row['pr']}: {exc}", err=True)
+            return False
 
 
 def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str], db: Optional[Path],
@@ -158,7 +171,7 @@ def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str],
         check_repo(repo_dir)
     except SourceUnavailable as exc:
         _fail(f"--repo-dir {repo_dir}: {exc}")
-    on_review = _poster(github_repo, api_url) if post else None
+    on_review = _Poster(github_repo, api_url) if post else None
     db_path = db or default_db_path()
     try:
         store = ReviewStore(db_path)
@@ -180,6 +193,8 @@ def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str],
                f"{report.errors} error(s) in this run; {report.seconds:.1f}s; verdicts: {verdicts or 'none'}")
     if post:
         typer.echo(f"posted or updated {report.posted} comment(s) on {github_repo}", err=True)
+        if on_review.refused is not None:
+            _fail(f"posting to {github_repo} was refused, the reviews are in {db_path}: {on_review.refused}")
     elif github_repo:
         typer.echo(f"dry run: nothing posted to {github_repo} (give --post to post)", err=True)
     sys.stdout.flush()

@@ -57,9 +57,10 @@ class SystemClock:
 class GitHubError(Exception):
     """A request failed; the message says why in words, and never holds the token."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
         super().__init__(message)
         self.status = status
+        self.retryable = retryable  # a 5xx or a rate limit that outlasted the retries
 
 
 class _Token:
@@ -248,9 +249,11 @@ class GitHubClient:
             404: f"not found: the repository or PR does not exist, or the token in {TOKEN_ENV} cannot see it",
             429: "rate limited",
         }.get(response.status, f"HTTP {response.status}")
-        if response.status >= 500 or (response.status in (403, 429) and self._limit_wait(response, 0) is not None):
+        retryable = response.status >= 500 or (response.status in (403, 429)
+                                                and self._limit_wait(response, 0) is not None)
+        if retryable:
             hint = f"HTTP {response.status}, still failing after {retried} retries"
-        return GitHubError(f"{where}: {hint}" + (f" ({detail})" if detail else ""), response.status)
+        return GitHubError(f"{where}: {hint}" + (f" ({detail})" if detail else ""), response.status, retryable)
 
     # --- comments -----------------------------------------------------------------------
 
