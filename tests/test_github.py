@@ -43,6 +43,8 @@ class FakeGitHub:
         self.next_id = 100
         self.per_page = per_page
         self.cues: list[tuple[int, dict, dict]] = []  # (status, headers, body) answered before real work
+        # (status, create anyway) answered to the next POSTs: a failure after the work was done
+        self.post_cues: list[tuple[int, bool]] = []
         self.requests: list[tuple[str, str, str]] = []  # (method, path, authorization)
         self.lock = threading.Lock()
 
@@ -86,6 +88,11 @@ def make_handler(state: FakeGitHub):
                 single = re.fullmatch(r"/api/v3/repos/octo/golf/issues/comments/(\d+)", path)
                 if method == "GET" and listing:
                     return self._list(int(listing.group(1)), query)
+                if method == "POST" and listing and state.post_cues:
+                    status, create_anyway = state.post_cues.pop(0)
+                    if create_anyway:
+                        state.add_comment(int(listing.group(1)), payload["body"], login="auditor-bot")
+                    return self._send(status, {"message": "Server Error"})
                 if method == "POST" and listing:
                     new_id = state.add_comment(int(listing.group(1)), payload["body"], login="auditor-bot")
                     return self._send(201, state.comments[new_id])
@@ -182,6 +189,26 @@ def test_retries_through_a_500_with_exponential_backoff(github):
     assert outcome.action == "created"
     assert clock.sleeps[:2] == [1.0, 2.0]
     assert len(github.for_pr(9)) == 1
+
+
+def test_a_create_that_failed_after_creating_is_not_repeated(github):
+    github.post_cues = [(502, True)]  # the comment was made, the answer lost
+    clock = FakeClock()
+    outcome = post_review(client_for(github, clock), REPO, 16, BODY)
+    assert outcome.action == "created"
+    assert [c["body"] for c in github.for_pr(16)] == [BODY]
+    assert [method for method, _, _ in github.requests] == ["GET", "POST", "GET"]
+    assert clock.sleeps == [1.0]
+
+
+def test_a_create_that_failed_is_tried_again_after_looking(github):
+    github.post_cues = [(500, False), (503, False)]
+    clock = FakeClock()
+    outcome = post_review(client_for(github, clock), REPO, 17, BODY)
+    assert outcome.action == "created"
+    assert [c["body"] for c in github.for_pr(17)] == [BODY]
+    assert [method for method, _, _ in github.requests] == ["GET", "POST", "GET", "POST", "GET", "POST"]
+    assert clock.sleeps[:2] == [1.0, 2.0]
 
 
 def test_waits_until_the_rate_limit_reset(github):

@@ -205,6 +205,9 @@ class GitHubClient:
         where = f"{method} {urlsplit(url).path}"
         if method in ("POST", "PATCH", "PUT", "DELETE"):
             self.pacer.wait()
+        # A POST that failed on the server's side or on the way may still have created its comment:
+        # it is not repeated here; post_review looks whether it was created before posting again.
+        repeatable = method != "POST"
         for attempt in range(self.max_retries + 1):
             if self._not_before > self.clock.now():
                 self._wait(self._not_before - self.clock.now(), "rate limit used up, until its reset")
@@ -212,18 +215,22 @@ class GitHubClient:
                 response = self._open(method, url, payload)
             except (urllib.error.URLError, OSError) as exc:
                 reason = self._redact(str(getattr(exc, "reason", exc)))
-                if attempt == self.max_retries:
-                    raise GitHubError(f"{where}: cannot reach {self.api_url}: {reason}") from None
-                self._wait(2 ** attempt, f"{where} connection error ({reason})")
+                if attempt == self.max_retries or not repeatable:
+                    raise GitHubError(f"{where}: cannot reach {self.api_url}: {reason}", retryable=True) from None
+                self.backoff(attempt, f"{where} connection error ({reason})")
                 continue
             self._note_limits(response)
             if response.status < 300:
                 return response
             wait_s = self._retry_wait(response, attempt)
-            if wait_s is None or attempt == self.max_retries:
+            if wait_s is None or attempt == self.max_retries or (response.status >= 500 and not repeatable):
                 raise self._error(where, response, retried=attempt)
             self._wait(wait_s, f"{where} answered {response.status}")
         raise GitHubError(f"{where}: gave up")  # not reached
+
+    def backoff(self, attempt: int, why: str) -> None:
+        """The exponential wait before try number attempt + 2 (1 s, 2 s, 4 s, ...)."""
+        self._wait(2 ** attempt, why)
 
     def _note_limits(self, response: Response) -> None:
         if response.status < 300 and response.headers.get("x-ratelimit-remaining") == "0":
@@ -252,7 +259,7 @@ class GitHubClient:
         retryable = response.status >= 500 or (response.status in (403, 429)
                                                 and self._limit_wait(response, 0) is not None)
         if retryable:
-            hint = f"HTTP {response.status}, still failing after {retried} retries"
+            hint = f"HTTP {response.status}" + (f", still failing after {retried} retries" if retried else "")
         return GitHubError(f"{where}: {hint}" + (f" ({detail})" if detail else ""), response.status, retryable)
 
     # --- comments -----------------------------------------------------------------------
@@ -302,15 +309,29 @@ def _is_ours(comment: dict, login: str | None) -> bool:
 
 
 def post_review(client: GitHubClient, repo: str, pr: int, body: str, login: str | None = None) -> PostOutcome:
-    """Create the review comment, or update the one posted earlier (found by the marker)."""
+    """Create the review comment, or update the one posted earlier (found by the marker).
+
+    A create that failed on the server's side may have taken effect: before trying again, the
+    comments are listed once more, so a retry never leaves two.
+    """
     if not body.startswith(MARKER):
         body = f"{MARKER}\n{body}"
-    ours = [c for c in client.list_comments(repo, pr) if _is_ours(c, login)]
-    if ours:
-        earlier = ours[-1]
-        if (earlier.get("body") or "") == body:
-            return PostOutcome("unchanged", earlier.get("id"), earlier.get("html_url"))
-        updated = client.update_comment(repo, int(earlier["id"]), body)
-        return PostOutcome("updated", updated.get("id", earlier.get("id")), updated.get("html_url"))
-    created = client.create_comment(repo, pr, body)
-    return PostOutcome("created", created.get("id"), created.get("html_url"))
+    for attempt in range(client.max_retries + 1):
+        ours = [c for c in client.list_comments(repo, pr) if _is_ours(c, login)]
+        if ours:
+            earlier = ours[-1]
+            if (earlier.get("body") or "") == body:
+                # After a failed create, our identical comment is the one that create made.
+                return PostOutcome("created" if attempt else "unchanged", earlier.get("id"), earlier.get("html_url"))
+            updated = client.update_comment(repo, int(earlier["id"]), body)
+            return PostOutcome("updated", updated.get("id", earlier.get("id")), updated.get("html_url"))
+        try:
+            created = client.create_comment(repo, pr, body)
+        except GitHubError as exc:
+            server_side = exc.retryable and (exc.status is None or exc.status >= 500)  # not a rate limit
+            if not server_side or attempt == client.max_retries:
+                raise
+            client.backoff(attempt, f"creating the comment failed ({exc}); looking whether it was created")
+            continue
+        return PostOutcome("created", created.get("id"), created.get("html_url"))
+    raise GitHubError("creating the comment: gave up")  # not reached
