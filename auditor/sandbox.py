@@ -23,12 +23,13 @@ API (typed; everything else in this module is internal):
     ResourceLimits(memory_bytes, cpu_seconds, file_bytes, open_files, max_processes)
 
     SandboxSpec(argv, workdir, readonly_binds=[(host, dest)], writable_binds=[(host, dest)],
-                copied_files=[(host_file, dest)], data_files=[(bytes, dest)],
+                copied_files=[(host_file or bytes, dest)], data_files=[(bytes, dest)],
                 tmpfs=["/tmp", ...], tmpfs_size=..., env={...}, limits=ResourceLimits(),
                 network=False, timeout_s=120.0, result_channel=True, reaper=False,
                 max_result_bytes=..., max_output_bytes=...)
         argv and workdir are paths INSIDE the sandbox. `copied_files` are written into a
-        tmpfs (writable copies bounded by tmpfs_size); `data_files` are read-only data.
+        tmpfs (writable copies bounded by tmpfs_size), from a host file or from contents the
+        caller has read already; `data_files` are read-only data.
         `env` is the child's whole environment: build it with allowlisted_environment().
         Run by root, writable_binds are chowned (recursively) to HOST_UID and read-only
         sources must be readable by "others" (their parent folders need not be).
@@ -137,7 +138,7 @@ class SandboxSpec:
     workdir: str
     readonly_binds: list[tuple[str, str]] = field(default_factory=list)
     writable_binds: list[tuple[str, str]] = field(default_factory=list)
-    copied_files: list[tuple[str, str]] = field(default_factory=list)
+    copied_files: list[tuple[str | bytes, str]] = field(default_factory=list)
     data_files: list[tuple[bytes, str]] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=lambda: ["/tmp"])
     tmpfs_size: int = 512 * MIB
@@ -774,16 +775,19 @@ def _bwrap_arguments(spec: SandboxSpec, tool: SandboxTool, fds: "_Fds") -> tuple
     made_dirs: set[str] = set(tmpfs_dirs)
     skipped = []
     for host, dest in spec.copied_files:
-        try:
-            fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            skipped.append(host)
-            continue
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            skipped.append(host)
-            continue
-        fds.add(fd)
+        if isinstance(host, bytes):  # contents the caller read: not opened again
+            fd = fds.add(_memfd(host, "auditor-copy"))
+        else:
+            try:
+                fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                skipped.append(host)
+                continue
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                skipped.append(host)
+                continue
+            fds.add(fd)
         parent = os.path.dirname(dest)
         chain = []
         while parent not in made_dirs and parent not in ("/", ""):

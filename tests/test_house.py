@@ -85,6 +85,39 @@ def test_claims_reads_each_file_once(tmp_path, opens):
     assert set(counts.values()) == {1}, counts
 
 
+SMOKE_LEGIT = ROOT / "fixtures" / "smoke" / "legit" / "train_gpt.py"
+
+
+def _smoke_record(folder: Path) -> Path:
+    """A record folder around the smoke fixture: a helper module, a data file, a README that
+    sets a hyperparameter, submission.json and two logs (the first one with a logged setting)."""
+    folder.mkdir()
+    (folder / "train_gpt.py").write_text("import helper\n" + SMOKE_LEGIT.read_text())
+    (folder / "helper.py").write_text("SCALE = 1\n")
+    (folder / "vocab.bin").write_bytes(bytes(range(256)))
+    (folder / "README.md").write_text("# r\n\n```bash\nMODEL_DIM=16 torchrun --nproc_per_node=8 train_gpt.py\n```\n")
+    (folder / "submission.json").write_text(json.dumps({"val_bpb": 1.2, "seeds": [1]}))
+    (folder / "train_seed1.log").write_text("num_layers: 3\nseed: 1\nfinal_int8_zlib_roundtrip_exact val_bpb:1.2\n")
+    (folder / "train_seed2.log").write_text("seed: 2\nfinal_int8_zlib_roundtrip_exact val_bpb:1.2\n")
+    return folder
+
+
+def test_smoke_reads_each_file_once(tmp_path, opens):
+    """The auditor's side of a smoke run: the static work and the copy into the child's
+    record folder read each file once (the child's own reads happen in its process)."""
+    from auditor.smoke import Limits, SmokeOptions, smoke_path
+
+    record = _smoke_record(tmp_path / "rec")
+    opens.clear()
+    result = smoke_path(record, SmokeOptions(limits=Limits(wall_seconds=60)))
+    assert result.ok, result.error
+    assert (result.env["MODEL_DIM"], result.env["NUM_LAYERS"]) == ("16", "3")  # README and log were read
+    counts = _in(record, opens)
+    assert set(counts) == {"train_gpt.py", "helper.py", "vocab.bin", "README.md", "submission.json",
+                           "train_seed1.log", "train_seed2.log"}
+    assert set(counts.values()) == {1}, counts
+
+
 def _package_sources() -> dict[str, str]:
     return {str(p.relative_to(ROOT)): p.read_text() for p in PACKAGE.rglob("*.py")}
 

@@ -228,13 +228,31 @@ def _record_files(root: Path, script: Path, is_record: bool) -> tuple[list[tuple
     return chosen, notes
 
 
-def _copy_files(files: list[tuple[Path, str]], dest: Path) -> None:
+def _contents_read_here(submission, files: list[tuple[Path, str]]) -> list[tuple[Path | bytes, str]]:
+    """`files` with the contents of those this run reads anyway (the Submission's inputs, the
+    .py files it hashes) in place of their paths, so that no file is opened twice; the
+    others (model files, data) are copied from the host path. An unreadable one is left out."""
+    read_here = {os.path.abspath(p) for p in [submission.script, *submission.input_files()] if p is not None}
+    chosen: list[tuple[Path | bytes, str]] = []
+    with submission.reading():
+        for path, rel in files:
+            if os.path.abspath(path) not in read_here and not rel.endswith(".py"):
+                chosen.append((path, rel))
+                continue
+            try:
+                chosen.append((read_bytes_checked(path, _MAX_COPIED_FILE), rel))
+            except SourceError:
+                continue
+    return chosen
+
+
+def _copy_files(files: list[tuple[Path | bytes, str]], dest: Path) -> None:
     """Host copy for the unsandboxed child: no link followed, no FIFO opened, sizes as listed."""
     from auditor.sandbox import read_child_file
 
     dest.mkdir(parents=True)
-    for path, rel in files:
-        data = read_child_file(path, _MAX_COPIED_FILE)
+    for source, rel in files:
+        data = source if isinstance(source, bytes) else read_child_file(source, _MAX_COPIED_FILE)
         if data is None:
             continue
         target = dest / rel
@@ -256,8 +274,8 @@ def _usable(name: str, value: str) -> bool:
 
 def _first_log_text(submission) -> str:
     try:
-        return submission.logs[0].read_text(errors="replace")[:5_000_000] if submission.logs else ""
-    except OSError:
+        return submission.read_log(submission.logs[0]).decode("utf-8", "replace")[:5_000_000] if submission.logs else ""
+    except SourceError:
         return ""
 
 
@@ -380,7 +398,8 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
     try:
         script = submission.script
         code_bytes = script.stat().st_size
-        text, notes = _prepare_text(script)
+        with submission.reading():
+            text, notes = _prepare_text(script)
     except (SourceError, OSError) as exc:
         raise UnreadablePath(str(exc)) from None
     notes = extra_notes + notes
@@ -412,12 +431,15 @@ def _smoke(path, submission, options: SmokeOptions, started: float, extra_notes:
         from auditor.sandbox import SKIPPED
 
         raise SandboxUnavailable(NO_SANDBOX_MESSAGE + (f" ({'; '.join(SKIPPED)})" if SKIPPED else ""))
-    computed = {"code_bytes": code_bytes, "script_sha256": _sha256(script)}
     held_back = sorted(name for name in env if not allowed_setting_name(name))
     if held_back:
         notes = notes + [f"not passed to the child: {', '.join(held_back)} (loader/interpreter settings)"]
     record_files, copy_notes = _record_files(submission.root, script, submission.is_record_folder)
-    computed["python_files_sha256"] = {rel: _sha256(host) for host, rel in record_files[:200] if rel.endswith(".py")}
+    record_files = _contents_read_here(submission, record_files)
+    with submission.reading():
+        script_bytes = read_bytes_checked(script)  # read by _prepare_text: from memory
+    computed = {"code_bytes": code_bytes, "script_sha256": _sha256(script_bytes),
+                "python_files_sha256": {rel: _sha256(data) for data, rel in record_files[:200] if rel.endswith(".py")}}
     notes = notes + copy_notes
     run_dir = Path(tempfile.mkdtemp(prefix="auditor-smoke-"))
     try:
@@ -477,13 +499,11 @@ def sandbox_tool() -> SandboxTool | None:
     return _TOOL[0]
 
 
-def _sha256(path: Path) -> str | None:
+def _sha256(data: Path | bytes) -> str | None:
+    """The hash of contents already read (a host path: not read here, None)."""
     import hashlib
 
-    try:
-        return hashlib.sha256(read_bytes_checked(path)).hexdigest()
-    except (SourceError, OSError):
-        return None
+    return hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
 
 
 def _dict_or_none(value) -> dict | None:

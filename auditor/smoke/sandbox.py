@@ -73,12 +73,12 @@ def scrubbed_environment(base: dict[str, str], run_env: dict[str, str]) -> dict[
 
 
 def run_child(spec: dict, run_dir: Path, env: dict[str, str], limits: Limits,
-              record_files: list[tuple[Path, str]], tool: Optional[SandboxTool],
+              record_files: list[tuple[Path | bytes, str]], tool: Optional[SandboxTool],
               host_workdir: Optional[Path] = None) -> ChildOutcome:
     """Run child.py on `spec` under bwrap (tool) or, with tool None, unsandboxed.
 
-    record_files: (host file, path relative to the record) to copy into the sandbox's
-    record folder. Unsandboxed, the caller has copied them into host_workdir already.
+    record_files: (host file or its contents, path relative to the record) to copy into
+    the sandbox's record folder. Unsandboxed, the caller has copied them into host_workdir already.
     spec's paths are filled in here (they differ inside and outside the sandbox).
     """
     spec = dict(spec)
@@ -100,7 +100,8 @@ def run_child(spec: dict, run_dir: Path, env: dict[str, str], limits: Limits,
             argv=[sys.executable, "-B", "-E", "-s", f"{SANDBOX_ROOT}/auditor/child.py", f"{SANDBOX_ROOT}/spec.json"],
             workdir=spec["workdir"],
             readonly_binds=python_binds(sys.executable),
-            copied_files=[(str(host), f"{SANDBOX_RECORD}/{rel}") for host, rel in record_files],
+            copied_files=[(source if isinstance(source, bytes) else str(source), f"{SANDBOX_RECORD}/{rel}")
+                          for source, rel in record_files],
             data_files=[
                 (json.dumps(spec).encode(), f"{SANDBOX_ROOT}/spec.json"),
                 (prepared.read_bytes(), f"{SANDBOX_ROOT}/prepared.py"),
