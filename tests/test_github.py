@@ -401,6 +401,7 @@ def test_cli_dry_run_then_post_then_update(github, monkeypatch):
     missing = runner.invoke(app, args + ["--post"])
     assert missing.exit_code == 2
     assert "GITHUB_TOKEN" in missing.output and "Traceback" not in missing.output
+    assert MARKER not in missing.output  # refused before reviewing, not after
 
 
 def test_all_prs_posts_each_new_review_once_paced(github, tmp_path):

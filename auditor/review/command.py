@@ -23,11 +23,17 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _client(api_url: str):
-    from auditor.review.github import TOKEN_ENV, GitHubClient
+def _require_token() -> None:
+    from auditor.review.github import TOKEN_ENV
 
     if not os.environ.get(TOKEN_ENV):
         _fail(f"--post needs a token in the {TOKEN_ENV} environment variable")
+
+
+def _client(api_url: str):
+    from auditor.review.github import GitHubClient
+
+    _require_token()
     return GitHubClient.from_env(api_url)
 
 
@@ -68,6 +74,8 @@ def review(
         _fail("--repo-dir needs --pr N (or --all-prs)")
     if post and pr is None:
         _fail("--post needs --pr N")
+    if post:
+        _require_token()  # before the review, not after it
 
     from auditor.review.run import ReviewInputError, review_command, review_folder, review_pr
     from auditor.review.source import SourceUnavailable, check_repo
