@@ -107,6 +107,18 @@ def test_clean_record_folder(tmp_path):
     assert NOT_A_RULING.search(md)
 
 
+def test_code_that_cannot_be_analysed_is_named_in_the_verdict(tmp_path):
+    folder = tmp_path / "records" / "empty"
+    folder.mkdir(parents=True)
+    (folder / "train_gpt.py").write_text("")
+    context = ReviewContext(root=str(tmp_path))
+    outcome = review_folder(folder, context=context, use_cache=False)
+    assert outcome.summary["verdict"] == "error"
+    assert "**Verdict:** **not analysed**: `records/empty/train_gpt.py`: file is empty" in outcome.markdown
+    assert "### Rule violations" not in outcome.markdown  # nothing is claimed about rules not checked
+    assert "The compliance rules were not checked" in outcome.markdown
+
+
 def test_dormant_constructs_are_listed_apart_and_not_counted(tmp_path):
     folder = tmp_path / "dormant"
     folder.mkdir()

@@ -235,7 +235,16 @@ def _claims_table(claims: ClaimsView) -> list[str]:
     return out
 
 
-def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None, reproduce: ReproduceView | None) -> str:
+def _analysis_error(classify: ClassifyView, context: ReviewContext) -> str:
+    """Why the code could not be analysed, naming the file when the message does not."""
+    error = inline(classify.error or "unknown error")
+    if classify.path and Path(classify.path).name not in (classify.error or ""):
+        return f"{code_span(_repo_path(context, classify.path))}: {error}"
+    return error
+
+
+def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None, reproduce: ReproduceView | None,
+            context: ReviewContext) -> str:
     bpb = claims.claimed_bpb if claims is not None and claims.claimed_bpb else None
     claimed = f"claimed val_bpb **{inline(bpb)}**" if bpb else "claimed val_bpb: none found in submission.json"
     if verdict == "flag":
@@ -249,7 +258,7 @@ def _header(verdict: str, classify: ClassifyView, claims: ClaimsView | None, rep
             parts.append(f"the rerun {inline(reproduce.verdict)}")
         word = "**flagged** (" + "; ".join(parts) + ")"
     elif verdict == "error":
-        word = f"**not analysed**: {inline(classify.error or 'unknown error')}"
+        word = f"**not analysed**: {_analysis_error(classify, context)}"
     else:
         word = "**no violation found** by the checks listed below"
     rerun = f" · rerun: **{inline(reproduce.verdict)}**" if reproduce is not None else ""
@@ -261,7 +270,7 @@ def _not_checked(classify: ClassifyView, claims: ClaimsView | None, smoke: Smoke
     out = []
     if classify.verdict == "error":
         out.append(f"The compliance rules were not checked: the code could not be analysed "
-                   f"({inline(classify.error or 'unknown error')}).")
+                   f"({_analysis_error(classify, context)}).")
     else:
         out.append("Static analysis covers only these rules: " + ", ".join(f"`{r}`" for r in all_rule_ids())
                    + ". Anything else (tokenizer or dataset changes, downloads at evaluation time, "
@@ -311,7 +320,7 @@ def review_markdown(
         MARKER,
         f"## Automated compliance review: {', '.join(where)}",
         "",
-        _header(verdict, classify_v, claims_v, reproduce_v),
+        _header(verdict, classify_v, claims_v, reproduce_v, context),
         "",
         f"> {NOT_A_RULING.format(version=version)} It reports what the checks below found; "
         "the maintainers decide.",
