@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from auditor.report import OutputFormat
 from auditor.claims.command import claims
 from auditor.classify.command import classify
 from auditor.smoke.command import smoke
@@ -34,21 +35,25 @@ app.command(help="Rerun a submission (or the reference) under torchrun and judge
 
 
 @app.command("rules")
-def rules(rule_id: Annotated[Optional[str], typer.Argument(help="A rule id; all ids when omitted.")] = None) -> None:
+def rules(
+    rule_id: Annotated[Optional[str], typer.Argument(help="A rule id; all ids when omitted.")] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+) -> None:
     """A rule's documentation: what it flags, the ruling and why, a flagged and a legal example."""
-    from auditor.report.text import rule_text
+    from auditor.report.json import rules_json
+    from auditor.report.text import rule_list_text, rule_text
     from auditor.rules import rule_ids
     from auditor.rules._docs import rule_doc
 
-    if rule_id is None:
-        for known in rule_ids():
-            typer.echo(f"{known:24} {rule_doc(known).flags}")
-        return
     try:
-        typer.echo(rule_text(rule_doc(rule_id)))
+        docs = [rule_doc(known) for known in ([rule_id] if rule_id is not None else rule_ids())]
     except KeyError:
         typer.echo(f"unknown rule {rule_id!r}; known: {', '.join(rule_ids())}", err=True)
         raise typer.Exit(2) from None
+    if format == OutputFormat.json:
+        typer.echo(rules_json(docs))
+    else:
+        typer.echo(rule_text(docs[0]) if rule_id is not None else rule_list_text(docs))
 
 
 if __name__ == "__main__":

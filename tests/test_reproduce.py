@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from auditor.findings import exit_code
 from auditor.reproduce import judge_run_dir, reproduce
 from auditor.reproduce import launch
 from auditor.reproduce.dataset import (
@@ -82,7 +83,7 @@ def test_tiny_record_reproduces_its_own_claims(reproduced):
         assert seed.train.measured_s is not None and seed.eval.measured_s is not None
     assert result.mean.within is True
     assert result.mean.claimed_source == "per-seed claims of the same seeds"
-    assert result.exit_code == 0
+    assert exit_code([result]) == 0
     assert survivors(marker) == []
 
 
@@ -132,7 +133,7 @@ def test_planted_wrong_claims_diverge(reproduced, tmp_path):
     assert judged.seeds[0].claimed_val_bpb == 4.20
     assert judged.seeds[0].val_bpb == result.seeds[0].val_bpb
     assert judged.mean.within is False
-    assert judged.exit_code == 1
+    assert exit_code([judged]) == 1
     text = judged.to_text()
     assert "claimed 4.20000" in text and "beyond the tolerance" in text
     # The same logs against the true claims: reproduced again.
@@ -224,7 +225,7 @@ def test_crashing_script_fails_with_its_log_tail(data_root, tmp_path):
     assert "step:40/40" not in seed.log_tail and "4.5475" not in seed.log_tail
     if launch.sandbox_available():
         assert any(reason.startswith("sandbox: bwrap") for reason in seed.reasons)
-    assert result.exit_code == 2
+    assert exit_code([result]) == 2
     assert "planted crash" in result.to_text()
     assert survivors(marker) == []
 

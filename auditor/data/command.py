@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from auditor.report import OutputFormat
+
 data_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -26,12 +28,9 @@ def synth(
     train_tokens: Annotated[int, typer.Option("--train-tokens", help="Tokens in the training shard.")] = 1_000_000,
     val_tokens: Annotated[int, typer.Option("--val-tokens", help="Tokens in the validation shard.")] = 100_000,
     seed: Annotated[int, typer.Option("--seed", help="Shuffles which local documents are used.")] = 0,
-    output_format: Annotated[str, typer.Option("-f", "--format", help="text or json.")] = "text",
+    output_format: Annotated[OutputFormat, typer.Option("-f", "--format", help="text or json.")] = OutputFormat.text,
 ) -> None:
     """Train a tokenizer on local text (no downloads) and write fineweb_{train,val}_000000.bin."""
-    if output_format not in ("text", "json"):
-        typer.echo("--format must be text or json", err=True)
-        raise typer.Exit(2)
     from auditor.data.synth import SynthError, synthesize
 
     try:
@@ -42,7 +41,7 @@ def synth(
     except OSError as exc:
         typer.echo(f"auditor data synth: cannot write {out}: {exc.strerror or exc}", err=True)
         raise typer.Exit(2) from None
-    if output_format == "json":
+    if output_format is OutputFormat.json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
     typer.echo(

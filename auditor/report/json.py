@@ -6,6 +6,7 @@ strings, so the output always parses (json.dumps would write NaN, or raise).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -26,3 +27,8 @@ def _plain(value):
 
 def results_json(results) -> str:
     return json.dumps({"results": [_plain(r.to_json()) for r in results]}, indent=2, allow_nan=False)
+
+
+def rules_json(docs) -> str:
+    """`{"rules": [{"id", "flags", "ruling", "notes", "illegal_example", "legal_example"}, ...]}`"""
+    return json.dumps({"rules": [dataclasses.asdict(doc) for doc in docs]}, indent=2)

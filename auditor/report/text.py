@@ -142,6 +142,11 @@ def smoke_line(result) -> str:
     return f"{result.path}: {text} {config}".rstrip() + suffix
 
 
+def rule_list_text(docs) -> str:
+    """One line a rule: its id and what it flags."""
+    return "\n".join(f"{doc.id:24} {doc.flags}" for doc in docs)
+
+
 def rule_text(doc) -> str:
     """A rule's documentation for a terminal, like `ruff rule`."""
     wrap = lambda text: textwrap.fill(text, 88)  # noqa: E731

@@ -14,10 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
+from auditor.report import OutputFormat
 
 
 class SandboxChoice(str, Enum):
@@ -90,4 +87,6 @@ def reproduce(
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         typer.echo(result.to_text())
-    raise typer.Exit(result.exit_code)
+    from auditor.findings import exit_code
+
+    raise typer.Exit(exit_code([result]))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from auditor.findings import Outcome
+
 REPRODUCED = "REPRODUCED"
 DIVERGED = "DIVERGED"
 OVER_LIMIT = "OVER-LIMIT"
@@ -167,12 +169,13 @@ class ReproduceResult:
     error: str | None = None  # why nothing ran (bad input, dataset)
 
     @property
-    def exit_code(self) -> int:
+    def outcome(self) -> Outcome:
+        """CLEAN reproduced (or a dry run), FLAG diverged or over a limit, BAD_INPUT failed."""
         if self.verdict in (REPRODUCED, DRY_RUN, NOT_JUDGED):
-            return 0
+            return Outcome.CLEAN
         if self.verdict in (DIVERGED, OVER_LIMIT):
-            return 1
-        return 2
+            return Outcome.FLAG
+        return Outcome.BAD_INPUT
 
     def to_json(self) -> dict:
         return {
