@@ -244,38 +244,70 @@ _STRING_START = re.compile(r"""(?i)(?<![\w.])([rbuf]{0,2})('''|""" + '"""' + r""
 def blank_fstrings(text: str) -> str:
     """Replace every f-string by an empty string of the same line count.
 
-    A scanner, not a parser: it skips comments and plain strings, and inside an f-string's
-    braces it skips nested strings whatever their quotes (what 3.12 allows and 3.11 cannot
-    tokenize). Static analysis reads nothing inside f-strings, so they are blanked; smoke
-    runs the code, so `auditor.smoke.fstrings` re-quotes them instead, keeping what they do."""
+    Static analysis reads nothing inside f-strings, so they are blanked; smoke runs the
+    code, so `requote_nested_fstrings` re-quotes them instead, keeping what they do."""
     out: list[str] = []
+    last = 0
+    for start, end, prefix, _quote, _inner in _literals(text):
+        if "f" in prefix.lower():
+            newlines = text.count("\n", start, end)
+            out += [text[last:start], '"""' + "\n" * newlines + '"""' if newlines else '""']
+            last = end
+    return "".join(out) + text[last:]
+
+
+def requote_nested_fstrings(text: str) -> str:
+    """`text` with each literal inside an f-string's braces that reuses the f-string's quote
+    re-quoted with the other one: Python 3.12 (PEP 701) reads `f"{", ".join(xs)}"`, 3.11
+    needs `f"{', '.join(xs)}"`. Best effort; nothing else changes (line numbers stay)."""
+    swaps: list[int] = []  # offsets of quote characters to swap
+
+    def visit(quote: str, inner: list) -> None:
+        for start, end, nested_quote, nested_inner in inner:
+            closed = end - start >= 2 * len(nested_quote) and text.startswith(nested_quote, end - len(nested_quote))
+            if len(quote) == 1 and nested_quote[0] == quote and closed:
+                swaps.extend(range(start, start + len(nested_quote)))
+                swaps.extend(range(end - len(nested_quote), end))
+            visit(nested_quote, nested_inner)
+
+    for _start, _end, prefix, quote, inner in _literals(text):
+        if "f" in prefix.lower():
+            visit(quote, inner)
+    if not swaps:
+        return text
+    chars = list(text)
+    for offset in swaps:
+        chars[offset] = "'" if chars[offset] == '"' else '"'
+    return "".join(chars)
+
+
+def _literals(text: str):
+    """The string literals of `text`, outside comments: (start, end, prefix, quote, inner),
+    `inner` the literals inside an f-string's braces as (start of the quote, end, quote,
+    their inner). The one scanner of Python string syntax here: a scanner, not a parser; it
+    skips comments and reads nested strings inside braces whatever their quotes (what 3.12
+    allows and 3.11 cannot tokenize)."""
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if ch == "#":
             end = text.find("\n", i)
-            end = n if end < 0 else end
-            out.append(text[i:end])
-            i = end
+            i = n if end < 0 else end
             continue
         match = _STRING_START.match(text, i) if ch in "\"'rRbBuUfF" else None
         if match is None:
-            out.append(ch)
             i += 1
             continue
         prefix, quote = match.group(1), match.group(2)
-        end = _string_end(text, match.end(), quote, "f" in prefix.lower())
-        if "f" in prefix.lower():
-            newlines = text.count("\n", i, end)
-            out.append('"""' + "\n" * newlines + '"""' if newlines else '""')
-        else:
-            out.append(text[i:end])
+        inner: list = []
+        end = _string_end(text, match.end(), quote, "f" in prefix.lower(), inner)
+        yield i, end, prefix, quote, inner
         i = end
-    return "".join(out)
 
 
-def _string_end(text: str, i: int, quote: str, formatted: bool) -> int:
-    """Index just past the closing quote of a string whose body starts at i."""
+def _string_end(text: str, i: int, quote: str, formatted: bool, inner: list | None = None) -> int:
+    """Index just past the closing quote of a string whose body starts at i; the literals
+    inside its braces are appended to `inner`."""
     n, depth = len(text), 0
     while i < n:
         ch = text[i]
@@ -291,7 +323,11 @@ def _string_end(text: str, i: int, quote: str, formatted: bool) -> int:
             depth -= 1
         elif depth and ch in "\"'":
             nested = '"""' if text.startswith('"""', i) else "'''" if text.startswith("'''", i) else ch
-            i = _string_end(text, i + len(nested), nested, text[i - 1:i].lower() == "f")
+            nested_inner: list = []
+            end = _string_end(text, i + len(nested), nested, text[i - 1:i].lower() == "f", nested_inner)
+            if inner is not None:
+                inner.append((i, end, nested, nested_inner))
+            i = end
             continue
         elif not depth and text.startswith(quote, i):
             return i + len(quote)

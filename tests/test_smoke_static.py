@@ -6,20 +6,28 @@ import sys
 import textwrap
 
 from auditor.smoke.discover import discover_model, strip_entry_calls
-from auditor.smoke.fstrings import rewrite_nested_fstrings
 from auditor.smoke.sandbox import is_secret_name, scrubbed_environment
+from auditor.source import requote_nested_fstrings
 
 
 def test_pep701_fstrings_are_rewritten_for_this_python():
     source = 'cats = {"a": [1]}\nfor c in cats: print(f"  {c}: {", ".join(map(str, cats[c]))} {cats["a"]!r}")\n'
-    rewritten = rewrite_nested_fstrings(source)
+    rewritten = requote_nested_fstrings(source)
     compile(rewritten, "x", "exec")
     assert rewritten.count("\n") == source.count("\n")
 
 
+def test_nested_fstrings_are_requoted_against_their_own_quote():
+    # Inside a triple-quoted f-string, a nested f"..." holding "a": "a" takes the other quote.
+    triple = 'x = f"""{f"{"a" + ' + "'b'" + '}"}"""\n'
+    assert requote_nested_fstrings(triple) == 'x = f"""{f"{' + "'a' + 'b'" + '}"}"""\n'
+    single = "y = f'{\"c\"}{d['k']}'\n"
+    assert requote_nested_fstrings(single) == "y = f'{\"c\"}{d[\"k\"]}'\n"
+
+
 def test_valid_source_is_left_alone():
     source = 'x = f"{1:>{2}}" + f"""{"a"}""" + rf"\\d{{3}}" + "#" # f"{"\n'
-    assert rewrite_nested_fstrings(source) == source
+    assert requote_nested_fstrings(source) == source
 
 
 def test_discovery_finds_the_model_and_its_config_binding():

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.smoke.discover import discover_model, strip_entry_calls
-from auditor.smoke.fstrings import rewrite_nested_fstrings
 from auditor.sandbox import SandboxTool, SandboxUnavailable, allowed_setting_name, find_bwrap
 from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
-from auditor.source import LayerError, SourceError, decode_text, parse_python, read_bytes_checked, unpack
+from auditor.source import (
+    LayerError, SourceError, decode_text, parse_python, read_bytes_checked, requote_nested_fstrings, unpack,
+)
 from auditor.submission import SEPARATOR_LINE, load_submission
 
 FAILURE_KINDS = ("syntax", "missing-module", "cuda-required", "timeout", "memory", "model-not-found", "exception")
@@ -146,7 +147,7 @@ def _parse_or_rewrite(text: str, what: str) -> tuple[str, ast.Module, bool]:
     try:
         return text, ast.parse(text), False
     except SyntaxError:
-        rewritten = rewrite_nested_fstrings(text)
+        rewritten = requote_nested_fstrings(text)
         try:
             return rewritten, ast.parse(rewritten), True
         except SyntaxError:
