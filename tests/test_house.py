@@ -189,3 +189,19 @@ def test_claims_text_escapes_control_characters(tmp_path):
     (folder / "submission.json").write_text(json.dumps({"val_bpb": "1.2\x1b]0;title\x07"}))
     text = claims_text([check_claims(folder)])
     assert "\x1b" not in text and "\x07" not in text and "rec\\x1b[31m" in text
+
+
+def test_a_failed_smoke_build_is_a_finding(tmp_path):
+    """Smoke's result is built on Finding too: a build that fails is one violation (exit 1),
+    an unreadable path none (exit 2)."""
+    from auditor.findings import Finding, exit_code
+    from auditor.smoke import smoke_path
+    from auditor.smoke.batch import smoke_paths
+
+    broken = smoke_path(ROOT / "fixtures" / "smoke" / "broken_syntax" / "train_gpt.py")
+    [finding] = broken.findings
+    assert isinstance(finding, Finding) and (finding.check, finding.severity) == ("smoke-build", "violation")
+    assert finding.message.startswith("syntax: ") and broken.to_json()["findings"][0]["check"] == "smoke-build"
+    [missing] = smoke_paths([tmp_path / "missing"])
+    assert missing.findings == [] and exit_code([missing]) == 2 and exit_code([broken, missing]) == 2
+    assert exit_code([broken]) == 1

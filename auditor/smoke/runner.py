@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auditor.findings import Finding, Outcome
 from auditor.smoke.discover import discover_model, strip_entry_calls
 from auditor.sandbox import SandboxTool, SandboxUnavailable, allowed_setting_name, find_bwrap
 from auditor.smoke.sandbox import Limits, run_child, scrubbed_environment
@@ -65,6 +66,16 @@ class SmokeResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def findings(self) -> list[Finding]:
+        """A failed build as one Finding (check "smoke-build", a violation: exit code 1); none
+        when it built or never ran (an unreadable path, an internal error: see `outcome`)."""
+        if self.outcome != Outcome.FLAG:
+            return []
+        error = self.error or {}
+        return [Finding("smoke-build", "violation", f"{error.get('kind', 'exception')}: {error.get('message', '')}",
+                        path=self.path, evidence=str(error.get("frame") or ""))]
+
     def to_json(self) -> dict:
         return {
             "path": self.path,
@@ -80,14 +91,13 @@ class SmokeResult:
             "isolation": self.isolation,
             "notes": self.notes,
             "error": self.error,
+            "findings": [f.to_json("claims") for f in self.findings],
         }
 
     @property
-    def outcome(self):
+    def outcome(self) -> Outcome:
         """CLEAN when it built, BAD_INPUT when the path is not a submission, INTERNAL_ERROR on
         a bug of ours, FLAG when the submission's code failed."""
-        from auditor.findings import Outcome
-
         if self.ok:
             return Outcome.CLEAN
         kind = (self.error or {}).get("kind")
