@@ -33,6 +33,15 @@ def test_classify_through_the_cli_never_imports_torch(tmp_path):
     assert out.stdout.split() == ["False", "True"], out.stderr
 
 
+def test_loading_the_cli_loads_only_the_command_modules():
+    """The work of each command is imported when it runs (lazy packages, lazy imports)."""
+    code = "import sys, auditor.cli; print(' '.join(sorted(m for m in sys.modules if m.startswith('auditor.'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = out.stdout.split()
+    assert "auditor.smoke.command" in loaded
+    assert [m for m in loaded if m.count(".") > 1 and not m.endswith(".command")] == []
+
+
 def test_public_api_is_typed_and_lazy():
     code = ("import sys, auditor\n"
             "print('auditor.classify.runner' in sys.modules, 'auditor.claims.checks' in sys.modules)\n"
