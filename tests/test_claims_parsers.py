@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from auditor.claims.logs import parse_log_text
-from auditor.claims.numbers import agree, agree_mean, printed
+from auditor.submission.numbers import agree, agree_mean, printed
 from auditor.claims.readme_table import parse_readme_tables
-from auditor.claims.submission_json import parse_claims
+from auditor.submission.claimed import parse_claims
 
 
 def test_seed_results_as_list_and_strings():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.claims.logs import LogFile, LogRun, Metric, read_log, seed_from_filename
-from auditor.claims.numbers import Printed, agree, agree_mean
+from auditor.submission.numbers import Printed, agree, agree_mean
 from auditor.claims.readme_table import ReadmeTable, parse_readme_tables
 from auditor.claims.significance import MARGIN_NATS, welch_improvement
 from auditor.findings import Finding, Outcome

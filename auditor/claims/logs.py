@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.claims.numbers import Printed, printed
+from auditor.submission.numbers import Printed, printed
 from auditor.source import SourceError, decode_text, read_bytes_checked
 from auditor.submission import MAX_LOG_BYTES, log_values
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from auditor.claims.numbers import Printed, printed
+from auditor.submission.numbers import Printed, printed
 
 _ROW = re.compile(r"^\s*\|(.+)\|\s*$")
 _SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
