@@ -147,6 +147,7 @@ class Analysis:
     _memo: dict[str, object] = field(default_factory=dict)
     _flow: _Flow | None = None  # answers kinds()
     _cst_defs: dict[int, cst.FunctionDef] = field(default_factory=dict)  # id(ast def) -> libcst def
+    _enclosing_parse: dict[int, tuple] = field(default_factory=dict)  # id(ast def) -> parse that holds it
 
     @property
     def main(self) -> Unit:
@@ -159,21 +160,28 @@ class Analysis:
 
     # --- libcst access ------------------------------------------------------------
 
-    def _parse_span(self, unit: Unit, start: int, end: int,
-                    statements: list[ast.stmt]) -> tuple[cst.Module, dict[int, tuple[int, int]]]:
+    def _parse_span(self, unit: Unit, start: int, end: int, statements: list[ast.stmt],
+                    indented: bool = False) -> tuple[cst.Module, dict[int, tuple[int, int]]]:
         """libcst tree of lines start..end (the ast `statements`), with statement lines.
 
         Lines come from the ast: the two trees hold the same statements in the same order,
         so pairing them costs nothing, where libcst's PositionProvider re-generates the
-        code (a third of the run time). If the pairing fails, the provider is used."""
+        code (a third of the run time). If the pairing fails, the provider is used.
+        `indented` lines (a method, a nested def) are parsed as the body of an `if 1:`, so
+        their text stays exactly as written."""
         key = hash((unit.display, start, end))
         if key not in self._cst_cache:
             text = "\n".join(unit.lines[start - 1:end]) + "\n"
-            module = cst.parse_module(text)
-            positions = _pair_statement_lines(module.body, statements, self._cst_defs)
+            module = cst.parse_module("if 1:\n" + text if indented else text)
+            body = module.body[0].body.body if indented else module.body
+            defs: dict[int, cst.FunctionDef] = {}
+            positions = _pair_statement_lines(body, statements, defs)
+            for stmt_id, node in defs.items() if positions is not None else ():
+                self._cst_defs[stmt_id] = node
+                self._enclosing_parse[stmt_id] = (module, positions)
             if positions is None:
                 raw = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-                offset = start - 1
+                offset = start - 1 - indented
                 positions = {id(node): (rng.start.line + offset, rng.end.line + offset) for node, rng in raw.items()
                              if isinstance(node, (cst.BaseSmallStatement, cst.BaseCompoundStatement,
                                                   cst.SimpleStatementLine))}
@@ -217,9 +225,15 @@ class Analysis:
                 modules.append(module)
             scope = Scope(function, statements, positions, modules or [cst.Module(body=[])])
         else:
-            top = function.top
-            module, positions = self._parse_span(unit, _first_line(top), top.end_lineno, [top])
-            node = self._cst_defs.get(id(function.node)) or _find_def(module, positions, function)
+            # its own def, not the whole top-level statement (a class of twenty methods for one)
+            node = self._cst_defs.get(id(function.node))
+            if node is not None:  # paired when an enclosing scope was parsed
+                module, positions = self._enclosing_parse[id(function.node)]
+            else:
+                indented = function.node.col_offset > 0
+                module, positions = self._parse_span(unit, _first_line(function.node), function.node.end_lineno,
+                                                     [function.node], indented)
+                node = self._cst_defs.get(id(function.node)) or _find_def(module, positions, function)
             body = list(node.body.body) if node is not None and isinstance(node.body, cst.IndentedBlock) else (
                 [node.body] if node is not None else [])
             scope = Scope(function, body, positions, [module])
