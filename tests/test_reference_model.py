@@ -8,6 +8,7 @@ GQA, U-Net skips) at toy sizes so that 30 steps take seconds on a shared 2-core 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -148,6 +149,18 @@ def test_smoke_builds_the_reference_with_the_logged_parameter_count(one_process)
     assert result.forward["ok"], result.forward
 
 
+def test_auditor_classify_finds_the_reference_clean():
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+
+    out = CliRunner().invoke(app, ["classify", str(ROOT / "reference_model"), "-f", "json"])
+    assert out.exit_code == 0, out.output
+    (result,) = json.loads(out.stdout)["results"]
+    assert result["path"].endswith("reference_model/train_gpt.py")
+    assert (result["verdict"], result["error"], result["findings"]) == ("clean", None, [])
+
+
 def test_default_config_is_pr341_shape():
     model_config = T.Config()
     with torch.device("meta"):
@@ -181,7 +194,10 @@ def test_quantize_dequantize_error_bound():
     the per-layer scalars exactly."""
     generator = torch.Generator().manual_seed(0)
     weights = torch.randn(300, 512, generator=generator) * torch.linspace(0.5, 4.0, 300)[:, None]
-    state = {"blocks.0.mlp.fc.weight": weights, "tok_emb.weight": torch.randn(64, 32, generator=generator),
+    # The embedding is bigger than KEEP_FLOAT_MAX_NUMEL, as the real one (1024 x 768) is: fp16 by name, not by size.
+    embedding = torch.randn(1024, 72, generator=generator)
+    assert embedding.numel() > T.KEEP_FLOAT_MAX_NUMEL
+    state = {"blocks.0.mlp.fc.weight": weights, "tok_emb.weight": embedding,
              "attn_scales": torch.randn(22, 32, generator=generator), "blocks.0.attn.c_k.weight": torch.randn(8, 32, generator=generator)}
     quantized = T.quantize_state_dict(state)
     assert set(quantized["int8"]) == {"blocks.0.mlp.fc.weight"}
