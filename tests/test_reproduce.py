@@ -1,9 +1,13 @@
 """`auditor reproduce` end to end on CPU: torchrun with gloo and 2 processes, real shards.
 
-The tiny record (fixtures/reproduce/tiny_record) runs on the tiny synthetic dataset; one
-run serves the REPRODUCED and DIVERGED checks (the second re-judges its logs and files
-against planted claims). Every test that starts processes gives them a unique marker
-variable and checks afterwards that no process carrying it is left.
+Two records run on the tiny synthetic dataset: the tiny record (fixtures/reproduce/tiny_record,
+a ~10k-parameter model with two seeds of claims and logs) and the reference model
+(reference_model/train_gpt.py, PR #341's architecture) in its tiny configuration, whose
+claims are fixtures/reproduce/reference_tiny. The reference gives the four verdicts:
+REPRODUCED against its own claims, DIVERGED when the same run is judged against planted
+wrong claims, OVER-LIMIT under a tiny wall limit, FAILED with a planted crash. Every test
+that starts processes gives them a unique marker variable (a plain setting name, which the
+sandbox passes too) and checks afterwards that no process carrying it is left.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from auditor.reproduce.synthetic import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "fixtures" / "reproduce" / "tiny_record"
+REFERENCE_SCRIPT = ROOT / "reference_model" / "train_gpt.py"
+REFERENCE_TINY_CLAIMS = ROOT / "fixtures" / "reproduce" / "reference_tiny"
 THREADS = {"OMP_NUM_THREADS": "1"}
 
 
@@ -61,7 +67,24 @@ def reproduced(data_root, tmp_path_factory):
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
     result = reproduce(TINY, gpus=2, seeds=[42], data=data_root, run_dir=run_dir, sandbox="none",
-                       env={**THREADS, "AUDITOR_TEST_MARKER": marker}, progress=None)
+                       env={**THREADS, "REPRO_TEST_MARKER": marker}, progress=None)
+    return result, marker
+
+
+def reference_record(folder: Path) -> Path:
+    """The reference script beside its tiny configuration's README command and claims."""
+    shutil.copytree(REFERENCE_TINY_CLAIMS, folder)
+    shutil.copy(REFERENCE_SCRIPT, folder / "train_gpt.py")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference_reproduced(data_root, tmp_path_factory):
+    marker = f"REPRO_TEST_{uuid.uuid4().hex}"
+    record = reference_record(tmp_path_factory.mktemp("reference") / "reference_tiny")
+    run_dir = tmp_path_factory.mktemp("run") / "reference"
+    result = reproduce(record, gpus=2, data=data_root, run_dir=run_dir, sandbox="none", fingerprint=False,
+                       env={**THREADS, "REPRO_TEST_MARKER": marker}, progress=None)
     return result, marker
 
 
@@ -166,16 +189,21 @@ def test_oversized_artifact_is_over_limit(reproduced):
 
 
 def test_wall_limit_stops_every_process(data_root, tmp_path):
-    """The process-group launcher: SIGTERM to torchrun's group and every marked worker, then SIGKILL."""
+    """The reference under a tiny wall limit, through the process-group launcher: SIGTERM to
+    torchrun's group and every marked worker, then SIGKILL."""
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
-    result = reproduce(TINY, gpus=2, seeds=[42], data=data_root, run_dir=tmp_path / "run", sandbox="none",
-                       wall_limit_s=20, grace_s=3, fingerprint=False, progress=None,
+    record = reference_record(tmp_path / "reference_tiny")
+    result = reproduce(record, gpus=2, seeds=[1337], data=data_root, run_dir=tmp_path / "run", sandbox="none",
+                       wall_limit_s=25, grace_s=3, fingerprint=False, progress=None,
                        env={**THREADS, "ITERATIONS": "100000000", "TRAIN_LOG_EVERY": "50",
-                            "AUDITOR_TEST_MARKER": marker})
+                            "REPRO_TEST_MARKER": marker})
     seed = result.seeds[0]
     assert result.verdict == OVER_LIMIT, result.to_text()
     assert seed.failure_kind == "timeout" and seed.stopped_by == "wall-limit"
-    assert "model_params:10400" in Path(seed.log).read_text()  # the workers were running when stopped
+    log = Path(seed.log).read_text()
+    assert "world_size:2 grad_accum_steps:4" in log  # the workers were running when stopped
+    assert "final_int8_zlib_roundtrip" not in log
+    assert exit_code([result]) == 1
     assert survivors(marker) == []
 
 
@@ -197,34 +225,37 @@ def test_daemon_that_leaves_session_and_environment_is_killed(data_root, tmp_pat
         "        if os.fork() == 0:\n"
         "            import sys\n"
         "            os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(120)',\n"
-        "                      os.environ['AUDITOR_TEST_MARKER']], {})\n"
+        "                      os.environ['REPRO_TEST_MARKER']], {})\n"
         "        os._exit(0)\n", 1))
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
     result = reproduce(hostile, gpus=2, seeds=[42], data=data_root, run_dir=tmp_path / "run", sandbox="none",
-                       fingerprint=False, progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+                       fingerprint=False, progress=None, env={**THREADS, "REPRO_TEST_MARKER": marker})
     assert result.seeds[0].val_bpb is not None, result.to_text()
     assert result.seeds[0].survivors_killed >= 1
     assert survivors(marker) == []
 
 
 def test_crashing_script_fails_with_its_log_tail(data_root, tmp_path):
-    crashing = tmp_path / "crashing"
-    shutil.copytree(TINY, crashing)
+    crashing = reference_record(tmp_path / "crashing")
     script = crashing / "train_gpt.py"
-    script.write_text(script.read_text().replace(
+    text = script.read_text()
+    assert text.count("        step += 1\n") == 1
+    script.write_text(text.replace(
         "        step += 1\n", "        step += 1\n        if step == 3:\n            raise RuntimeError('planted crash')\n"))
     marker = f"REPRO_TEST_{uuid.uuid4().hex}"
     # Under bubblewrap (where this machine has it): the data and tokenizer binds work up to the crash.
-    result = reproduce(crashing, gpus=2, seeds=[42], data=data_root, run_dir=tmp_path / "run", fingerprint=False,
-                       progress=None, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+    result = reproduce(crashing, gpus=2, seeds=[1337], data=data_root, run_dir=tmp_path / "run", fingerprint=False,
+                       progress=None, env={**THREADS, "REPRO_TEST_MARKER": marker})
     seed = result.seeds[0]
     assert result.verdict == FAILED and seed.verdict == FAILED, result.to_text()
     assert seed.failure_kind == "crash"
     assert "worker error: RuntimeError: planted crash" in seed.reasons
     assert "ChildFailedError" in seed.log_tail  # torchrun's own report ends the log
-    assert "step:40/40" not in seed.log_tail and "4.5475" not in seed.log_tail
+    assert "step:2/4 train_loss" in Path(seed.log).read_text()  # it trained up to the crash
+    assert "final_int8_zlib_roundtrip" not in Path(seed.log).read_text()
     if launch.sandbox_available():
         assert any(reason.startswith("sandbox: bwrap") for reason in seed.reasons)
+    assert not any("REPRO_TEST_MARKER" in reason for reason in seed.reasons)  # the marker reached the workers
     assert exit_code([result]) == 2
     assert "planted crash" in result.to_text()
     assert survivors(marker) == []
@@ -244,7 +275,7 @@ def test_two_nodes_meet_through_c10d_and_node0_judges(data_root, tmp_path):
     def node(rank: int) -> None:
         results[rank] = reproduce(TINY, gpus=1, nodes=2, node_rank=rank, rdzv=f"127.0.0.1:{port}", seeds=[42],
                                   data=data_root, run_dir=tmp_path / "shared", fingerprint=False, progress=None,
-                                  wall_limit_s=120, env={**THREADS, "AUDITOR_TEST_MARKER": marker})
+                                  wall_limit_s=120, env={**THREADS, "REPRO_TEST_MARKER": marker})
 
     threads = [threading.Thread(target=node, args=(rank,)) for rank in (0, 1)]
     for thread in threads:
@@ -261,30 +292,70 @@ def test_two_nodes_meet_through_c10d_and_node0_judges(data_root, tmp_path):
     assert survivors(marker) == []
 
 
-# The reference model (reference_model/, PR #341's architecture) at a size CPUs train in seconds.
-REFERENCE_TINY = {
-    "VOCAB_SIZE": "128", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "NUM_SHARED_BLOCKS": "1",
-    "NUM_LOOPS": "2", "ITERATIONS": "4", "WARMUP_STEPS": "0", "TRAIN_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "64",
-    "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "2", "EVAL_BATCH_SEQS": "64", "WARMDOWN_ITERS": "2", "COMPILE": "0",
-}
+def test_node0_takes_the_score_from_the_node_that_hosted_rank_0(tmp_path):
+    """c10d numbers the nodes in its own order: global rank 0 (the one that prints) may be on node 1."""
+    from auditor.reproduce.runner import NODE_DONE, _forget_other_nodes, _score_from_other_nodes
+
+    scored = (TINY / "train_seed42.log").read_text()
+    own = tmp_path / "node0" / "seed_42" / "train.log"
+    own.parent.mkdir(parents=True)
+    own.write_text("world_size:2\n")
+    other = tmp_path / "node1" / "seed_42"
+    other.mkdir(parents=True)
+    (other / "train.log").write_text(scored)
+    (other / NODE_DONE).write_text("0\n")
+    reasons = []
+    text, path = _score_from_other_nodes(tmp_path, 2, 42, "world_size:2\n", own, reasons, wait_s=5)
+    assert (text, path) == (scored, other / "train.log")
+    assert reasons == [f"global rank 0 ran on node 1 (c10d orders the nodes itself): score read from {other / 'train.log'}"]
+    # A finished mark left by an earlier run is removed before the seed starts; a log without a score is not taken.
+    _forget_other_nodes(tmp_path, 2, 42)
+    assert not (other / NODE_DONE).exists()
+    (other / "train.log").write_text("world_size:2\n")
+    assert _score_from_other_nodes(tmp_path, 2, 42, "own", own, [], wait_s=0.5) == ("own", own)
 
 
-def test_reference_model_reruns_under_the_process_group_launcher(data_root, tmp_path):
-    marker = f"REPRO_TEST_{uuid.uuid4().hex}"
-    result = reproduce(reference=True, gpus=2, seeds=[1337], data=data_root, run_dir=tmp_path / "run",
-                       sandbox="none", fingerprint=False, progress=None,
-                       env={**THREADS, **REFERENCE_TINY, "AUDITOR_TEST_MARKER": marker})
+def test_reference_reproduces_its_own_claims(reference_reproduced):
+    result, marker = reference_reproduced
     seed = result.seeds[0]
-    assert result.reference and result.path.endswith("reference_model")
-    assert seed.verdict == REPRODUCED, result.to_text()
-    assert seed.metric == "final_int8_zlib_roundtrip_exact" and 3.0 < seed.val_bpb < 6.0
+    assert result.verdict == REPRODUCED, result.to_text()
+    assert result.config_source == "readme" and result.run_env["MODEL_DIM"] == "32"
+    assert [s.seed for s in result.seeds] == [1337]  # the claimed seed
+    assert seed.metric == "final_int8_zlib_roundtrip_exact"
+    assert seed.claimed_val_bpb == 4.67267119 and abs(seed.val_bpb - seed.claimed_val_bpb) <= 0.002
     # The reference logs two compressed sizes (zlib, zstd); the artifact is the file it wrote.
     assert seed.model_file == "final_model.int8.ptz"
-    assert seed.artifact_bytes == seed.logged_artifact_bytes
-    assert seed.code_bytes == (ROOT / "reference_model" / "train_gpt.py").stat().st_size
+    assert seed.artifact_bytes == seed.code_bytes + seed.model_bytes == seed.logged_artifact_bytes
+    assert seed.code_bytes == REFERENCE_SCRIPT.stat().st_size
     assert "TRAIN_BATCH_TOKENS=1024" in seed.command and "--nproc-per-node=2" in seed.command
-    assert "train_batch_tokens:1024" in Path(seed.log).read_text()
+    assert "world_size:2 grad_accum_steps:4" in Path(seed.log).read_text()
+    assert exit_code([result]) == 0
     assert survivors(marker) == []
+
+
+def test_reference_against_planted_wrong_claims_diverges(reference_reproduced, tmp_path):
+    result, _ = reference_reproduced
+    planted = reference_record(tmp_path / "planted")
+    claims = json.loads((planted / "submission.json").read_text())
+    claims["seed_results"]["1337"]["val_bpb"] = round(result.seeds[0].val_bpb - 0.01, 8)
+    claims["mean_val_bpb"] = claims["seed_results"]["1337"]["val_bpb"]
+    (planted / "submission.json").write_text(json.dumps(claims))
+    judged = judge_run_dir(result.run_dir, planted)
+    assert judged.verdict == DIVERGED, judged.to_text()
+    assert [s.verdict for s in judged.seeds] == [DIVERGED]
+    assert judged.seeds[0].val_bpb == result.seeds[0].val_bpb
+    assert judged.mean.within is False and exit_code([judged]) == 1
+    assert "beyond the tolerance 0.0020" in judged.to_text()
+
+
+def test_reference_flag_reruns_reference_model(data_root, tmp_path):
+    result = reproduce(reference=True, gpus=2, seeds=[1337], data=data_root, run_dir=tmp_path / "run", dry_run=True,
+                       sandbox="none", progress=None, env={"VOCAB_SIZE": "128"})
+    assert result.verdict == DRY_RUN, result.to_text()
+    assert result.reference and Path(result.path) == ROOT / "reference_model"
+    assert result.script == "train_gpt.py" and result.claims["per_seed"] == {}
+    assert "VOCAB_SIZE=128" in result.commands[0] and "--nproc-per-node=2 train_gpt.py" in result.commands[0]
+    assert not (tmp_path / "run").exists()
 
 
 # --- dataset checks -----------------------------------------------------------------

@@ -198,6 +198,8 @@ def reproduce(
     context = _SeedContext(record, script.relative_to(submission.root), topology, data_dir, tokenizer_path, run_env,
                            overrides, home, mode, wall_limit_s, grace_s, stream, python, submission.root.name, threads)
     for seed in seed_list:
+        if shared_root is not None and node_rank == 0:
+            _forget_other_nodes(shared_root, nodes, seed)
         outcome, log_text, log_path, written, launch_error = _run_seed(context, node_root / f"seed_{seed}", seed,
                                                                        shared_root, node_rank)
         result.commands.append(outcome.command)
@@ -206,9 +208,13 @@ def reproduce(
             outcome.failure_kind = None if outcome.returncode == 0 else "launch-error" if launch_error else "crash"
             if launch_error:
                 outcome.reasons.append(launch_error)
-            outcome.reasons.append(f"node rank {node_rank}: the score is printed and judged on node 0")
+            outcome.reasons.append(f"node rank {node_rank}: judged on node 0")
             outcome.log_tail = "\n".join(log_text.splitlines()[-40:])
+            (node_root / f"seed_{seed}" / NODE_DONE).write_text(f"{outcome.returncode}\n")
         else:
+            if shared_root is not None and outcome.returncode == 0 and not _has_score(log_text, log_path):
+                log_text, log_path = _score_from_other_nodes(shared_root, nodes, seed, log_text, log_path,
+                                                             outcome.reasons)
             judge_seed(outcome, log_text, log_path, script_bytes, written, claimed.for_seed(seed), claimed.tolerance,
                        limits, hardware, factor, launch_error)
         result.seeds.append(outcome)
@@ -387,6 +393,45 @@ def _shared_work_dir(shared_root: Path, node_rank: int, seed: int, record: Path)
                                "same --run-dir on storage they share")
         time.sleep(1.0)
     return work
+
+
+NODE_DONE = "node-finished"  # written by a node > 0 once its seed's log is complete
+
+
+def _has_score(log_text: str, log_path: Path) -> bool:
+    from auditor.claims.logs import parse_log_text
+
+    return any(run.has_final_metrics for run in parse_log_text(log_text, log_path))
+
+
+def _forget_other_nodes(shared_root: Path, nodes: int, seed: int) -> None:
+    """Node 0, before a seed: remove the other nodes' finished marks of an earlier run."""
+    for rank in range(1, nodes):
+        (shared_root / f"node{rank}" / f"seed_{seed}" / NODE_DONE).unlink(missing_ok=True)
+
+
+def _score_from_other_nodes(shared_root: Path, nodes: int, seed: int, log_text: str, log_path: Path,
+                            reasons: list[str], wait_s: float = SHARED_WAIT_S) -> tuple[str, Path]:
+    """(log text, log path) of the node whose torchrun hosted global rank 0, which prints the score.
+
+    A c10d rendezvous numbers the nodes in its own order (torchrun ignores --node-rank
+    there), so global rank 0 may run on any node. Node 0 finished cleanly without a
+    score: it waits for the other nodes' logs (RUN_DIR/nodeR/seed_N/, shared storage) and
+    takes the one with the score; without one, its own log stays.
+    """
+    deadline = time.monotonic() + wait_s
+    for rank in range(1, nodes):
+        seed_dir = shared_root / f"node{rank}" / f"seed_{seed}"
+        while not (seed_dir / NODE_DONE).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        other = seed_dir / "train.log"
+        if not other.is_file():
+            continue
+        text = other.read_text(encoding="utf-8", errors="replace")
+        if _has_score(text, other):
+            reasons.append(f"global rank 0 ran on node {rank} (c10d orders the nodes itself): score read from {other}")
+            return text, other
+    return log_text, log_path
 
 
 def _run_seed(context: _SeedContext, seed_dir: Path, seed: int, shared_root: Path | None = None, node_rank: int = 0
