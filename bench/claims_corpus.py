@@ -1,11 +1,12 @@
 """Run `auditor claims` over the record folders of every PR head of a parameter-golf mirror.
 
-    python bench/claims_corpus.py /work/.mirror/openai+parameter-golf/repo [--limit N] [--main]
+    python bench/claims_corpus.py /work/.mirror/openai+parameter-golf/repo [--limit N] [--main] [--json OUT]
 
 A PR's record folders are those it adds or changes relative to main (three-dot diff under
 records/). Folders are copied file by file from git into a temporary directory (the mirror
 lacks large blobs: those are skipped), checked, and deleted; nothing is written into the
-repository. Prints how many folders parse and how many have each finding.
+repository. Prints how many folders parse and how many have each finding; --json writes each
+folder's result (for a per-record comparison of two versions).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import json
 import subprocess
 import sys
 import tempfile
@@ -136,6 +138,11 @@ def check_ref(job: tuple[str, str, list[str] | None]) -> list[dict]:
             summary["scored"] = any(s.score is not None for s in result.seeds)
             summary["findings"] = sorted({(f.check, f.severity) for f in result.findings})
             summary["violations"] = [f"{f.check}: {f.message}" for f in result.violations]
+            # Paths name the folder in the repository, not the temporary copy: two runs compare equal.
+            data = {k: v for k, v in result.to_json().items() if k != "path"}
+            for finding in data["findings"]:
+                finding["path"] = finding["path"] and finding["path"].replace(str(dest), folder)
+            summary["result"] = data
             summaries.append(summary)
     return summaries
 
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=300.0, help="stop after this many seconds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--list-violations", action="store_true", help="print every violation")
+    parser.add_argument("--json", type=Path, help="write each folder's result here")
     args = parser.parse_args(argv)
     if not (args.mirror / "HEAD").exists() and not (args.mirror / ".git").exists():
         print(f"{args.mirror} is not a git repository", file=sys.stderr)
@@ -167,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     by_check: collections.Counter = collections.Counter()
     crashes: list[str] = []
     violations: list[str] = []
+    per_folder: dict[str, dict] = {}
     refs_done = refs_with_records = 0
     stopped_early = False
     with concurrent.futures.ProcessPoolExecutor(args.workers, initializer=_init_worker,
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 refs_with_records += bool(summaries)
                 for summary in summaries:
                     _tally(summary, counts, by_check, crashes, violations)
+                    per_folder[f"{summary['label']} {summary['folder']}"] = summary
             if time.monotonic() - started > args.time_budget:
                 stopped_early = True
                 continue  # let the running ones finish, submit no more
@@ -205,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + line)
     for crash in crashes[:10]:
         print("CRASH " + crash, file=sys.stderr)
+    if args.json:
+        from auditor.report.json import json_safe
+
+        args.json.write_text(json.dumps(json_safe(dict(sorted(per_folder.items()))), indent=1))
     return 1 if crashes else 0
 
 

@@ -11,22 +11,23 @@ import json
 import math
 
 
-def _plain(value):
+def json_safe(value):
+    """`value` with what JSON cannot hold (nan, inf, huge ints, other objects) as strings."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**100:
         return f"{value:.6e}" if abs(value) < 10**300 else "a number too long to print"
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
 
 
 def results_json(results) -> str:
-    return json.dumps({"results": [_plain(r.to_json()) for r in results]}, indent=2, allow_nan=False)
+    return json.dumps({"results": [json_safe(r.to_json()) for r in results]}, indent=2, allow_nan=False)
 
 
 def rules_json(docs) -> str:
