@@ -14,13 +14,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import auditor
 from auditor.report.markdown import MARKER, ReviewContext, code_span, fenced, inline
 from auditor.review.batch import review_all_prs
 from auditor.review.command import review
 from auditor.review.results import rule_doc
 from auditor.review.run import review_folder, review_pr
-from auditor.review.store import ReviewStore, export_csv, export_json
+from auditor.review.store import ReviewStore, export_csv, export_json, review_version
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "classify"
 FLAGGED = FIXTURES / "record_ngram_enabled"
@@ -247,7 +246,10 @@ def test_store_skips_heads_already_reviewed_and_keeps_history(bare_clone, tmp_pa
         third = review_all_prs(bare_clone, store, jobs=2, use_cache=False)
         assert (third.reviewed, third.reused) == (1, 1)
         assert store.count() == 3
-        rows = store.summary(auditor.__version__, {1: git(bare_clone, "rev-parse", "refs/pull/1/head"), 2: new_head})
+        rows = store.summary(review_version(), {1: git(bare_clone, "rev-parse", "refs/pull/1/head"), 2: new_head})
+        # other code (a changed rule) is another version: every head is reviewed again
+        fourth = review_all_prs(bare_clone, store, jobs=1, use_cache=False, version=review_version() + "-changed")
+        assert (fourth.reviewed, fourth.reused) == (2, 0)
     assert [(r["pr"], r["verdict"], r["head_sha"]) for r in rows][1] == (2, "clean", new_head)
     assert rows[0]["rules"] == ["ngram-target-in-key", "ngram-unnormalized"]
     export_csv(rows, tmp_path / "summary.csv")

@@ -107,9 +107,9 @@ def review_all_prs(
     `on_review(row, markdown)` is called in this process after each new review (posting);
     it returns whether something was posted.
     """
-    from auditor import __version__
+    from auditor.review.store import review_version
 
-    version = version or __version__
+    version = version or review_version()
     started = time.monotonic()
     heads = pr_heads(Path(repo_dir))
     if prs is not None:

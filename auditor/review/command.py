@@ -170,10 +170,10 @@ class _Poster:
 def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str], db: Optional[Path],
              export_csv: Optional[Path], export_json: Optional[Path], refresh: bool, post: bool, api_url: str,
              no_cache: bool) -> None:
-    from auditor import __version__
     from auditor.review.batch import review_all_prs
     from auditor.review.source import SourceUnavailable, check_repo, pr_heads
-    from auditor.review.store import ReviewStore, default_db_path, export_csv as write_csv, export_json as write_json
+    from auditor.review.store import (ReviewStore, default_db_path, export_csv as write_csv,
+                                      export_json as write_json, review_version)
 
     try:
         check_repo(repo_dir)
@@ -188,7 +188,7 @@ def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str],
     with store:
         report = review_all_prs(repo_dir, store, jobs=jobs, smoke=smoke, github_repo=github_repo,
                                 use_cache=not no_cache, refresh=refresh, on_review=on_review)
-        rows = store.summary(__version__, pr_heads(repo_dir))
+        rows = store.summary(review_version(), pr_heads(repo_dir))
         for target, write in ((export_csv, write_csv), (export_json, write_json)):
             if target is None:
                 continue

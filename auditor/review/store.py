@@ -2,6 +2,8 @@
 
 A rerun skips the heads it already has for this version; older versions' rows stay, so the
 history of every PR is kept. The summary table (latest head per PR) exports to CSV and JSON.
+The version is the release plus a digest of the auditor's code (`review_version`), so a
+rerun after any change to the code reviews every head again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ CREATE TABLE IF NOT EXISTS reviews (
 
 SUMMARY_COLUMNS = ("pr", "title", "head_sha", "folder", "claimed_bpb", "verdict", "rules", "smoke",
                    "claims_findings", "error", "auditor_version", "reviewed_at")
+
+
+def review_version() -> str:
+    """`0.1.0+<12 hex>`: the release and the code digest the classify cache keys on."""
+    from auditor import __version__
+    from auditor.classify.cache import code_digest
+
+    return f"{__version__}+{code_digest()[:12]}"
 
 
 def default_db_path() -> Path:
