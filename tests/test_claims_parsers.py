@@ -70,3 +70,14 @@ def test_log_with_two_runs_and_a_pasted_script():
     assert first.code_sizes == {"": 100}
     assert first.default_score().val_bpb.text == "1.21000000"
     assert first.eval_time_for(first.default_score()) == 1.0
+
+
+def test_only_calibration_that_reads_data_counts_after_the_clock():
+    head = "seed:1\nstopping_early: wallclock_cap train_time: 599000ms step: 10/10\n"
+    weight_only = ["quantize:full_gptq=0 gptq_lite=66", "gptq:SKIPPED (SKIP_GPTQ=1) using naive int6",
+                   "gptq:enabled per-layer optimal clip search", "pre_gptq_prune: zeroed bottom 2% of 100 values"]
+    for line in weight_only:
+        [run] = parse_log_text(head + line + "\n", Path("train.log"))
+        assert run.calibration_after_stop == [], line
+    [run] = parse_log_text(head + "gptq:collecting hessians batches=16 source=train\n", Path("train.log"))
+    assert [c.text for c in run.calibration_after_stop] == ["gptq:collecting hessians batches=16 source=train"]

@@ -43,6 +43,10 @@ _TOTAL_EVAL = re.compile(r"^total_eval_time\s*[:=]\s*(\d+(?:\.\d+)?)\s*(ms|s)\b"
 _RUN_HEADER = re.compile(r"^(?:Hyperparameters:|world_size\s*[:=])")
 # Work on training data (or any calibration) that a log shows after the training loop ended.
 _CALIBRATION = re.compile(r"gptq|hessian|calibrat", re.I)
+# ... unless the line says no data was used: GPTQ skipped or off, or weight-only variants
+# (GPTQ-lite's clip search, pruning) that read no tokens: `quantize:full_gptq=0 gptq_lite=66`
+_NO_DATA_CALIBRATION = re.compile(r"skipped|\bskip_gptq\b|full_gptq\s*[:=]\s*(?:0|false)\b|gptq_lite|clip search|"
+                                  r"prune", re.I)
 _SELF_GENERATED = re.compile(r"autoregressive|self-?gen|ar_selfgen\s*[:=]\s*(?:1|true)", re.I)
 _TRAINING_DATA = re.compile(r"training data|train_loader|train data|train shards", re.I)
 _RESERVE = re.compile(r"reserv", re.I)
@@ -272,7 +276,8 @@ def parse_log_text(text: str, path: Path) -> list[LogRun]:
         elif (match := _WORLD_SIZE.search(line)) and len(line) < 200:
             run.world_size = int(match.group(1))
 
-        if _CALIBRATION.search(line) and not line.startswith(("def ", "class ")) and len(line) < 300:
+        if _CALIBRATION.search(line) and not _NO_DATA_CALIBRATION.search(line) \
+                and not line.startswith(("def ", "class ")) and len(line) < 300:
             if _RESERVE.search(line):
                 reserve = re.search(r"(\d+(?:\.\d+)?)", line)
                 if reserve is None or float(reserve.group(1)) > 0:
