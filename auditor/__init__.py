@@ -7,7 +7,7 @@ and never imports torch):
     check_claims(path, sota_bpb=None, sota_dir=None, track="auto") -> ClaimsResult
     smoke_paths(paths, options=None) -> list[SmokeResult]
     reproduce(path, ...) -> ReproduceResult   rerun under torchrun, verdict per seed
-    review_folder(path, ...) -> ReviewOutcome; review_markdown(...) -> str   the review comment
+    review_folder(path, ...) -> ReviewResult; review_markdown(...) -> str   the review comment
     load_submission(path) -> Submission
     rule_doc(rule_id) -> RuleDoc
     exit_code(results) -> int      0 clean, 1 flag, 2 bad input, 3 internal error

@@ -63,6 +63,9 @@ class Finding:
     observed: object = None
     # Why a dormant finding counts as run anyway (the submission's own claims say so).
     counted_as_run: str | None = None
+    # How the file was packed (e.g. "lzma+b85") when the lines count lines of its decoded
+    # source, not of the file on disk: no line anchor into the file fits them.
+    packing: str | None = None
 
     @property
     def rule(self) -> str:
@@ -74,7 +77,7 @@ class Finding:
         if style == "claims":
             return {"check": self.check, "severity": self.severity, "path": self.path, "message": self.message,
                     "claimed": self.claimed, "observed": self.observed}
-        return {
+        data = {
             "rule": self.check,
             "severity": self.severity,
             "path": self.path,
@@ -85,6 +88,9 @@ class Finding:
             "dormancy": {"kind": self.dormancy.kind, "text": self.dormancy.text} if self.dormancy else None,
             "counted_as_run": self.counted_as_run,
         }
+        if self.packing is not None:  # an extension: only findings in a packed file carry it
+            data["packing"] = self.packing
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "Finding":
@@ -101,6 +107,8 @@ class Finding:
         for key in ("message", "evidence"):
             if not isinstance(data.get(key, ""), str):
                 raise TypeError(f"{key} is not a string")
+        if not isinstance(data.get("packing") or "", str):
+            raise TypeError("packing is not a string")
         return cls(
             check=str(data.get("check") or data["rule"]),
             severity=severity,
@@ -111,6 +119,7 @@ class Finding:
             evidence=data.get("evidence", ""),
             dormancy=Dormancy(str(dormancy["kind"]), str(dormancy["text"])) if dormancy else None,
             counted_as_run=data.get("counted_as_run"),
+            packing=data.get("packing"),
             claimed=data.get("claimed"),
             observed=data.get("observed"),
         )

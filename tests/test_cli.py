@@ -53,15 +53,18 @@ def test_public_api_is_typed_and_lazy():
         "False False", "auditor.classify.runner auditor.claims.checks auditor.smoke.batch", "False"]
 
 
-# review prints Markdown only (no --format yet).
-@pytest.mark.parametrize("command", ["classify", "claims", "smoke", "reproduce", "data synth", "rules"])
-def test_every_command_takes_format_short_and_long(command):
+# review's formats are its comment (markdown, the default) and json.
+@pytest.mark.parametrize("command,choices", [
+    *[(command, "'text', 'json'") for command in ("classify", "claims", "smoke", "reproduce", "data synth", "rules")],
+    ("review", "'markdown', 'json'"),
+])
+def test_every_command_takes_format_short_and_long(command, choices):
     words = command.split()
     help_text = runner.invoke(app, [*words, "--help"], terminal_width=200).output
     assert "--format" in help_text and "-f" in help_text
     bad = runner.invoke(app, [*words, "-f", "yaml", "x"])
     message = " ".join(re.sub("[│╭╮╰╯─]", " ", bad.output).split())  # rich's error box, unwrapped
-    assert bad.exit_code == 2 and "'yaml' is not one of 'text', 'json'" in message, message  # an Enum's error
+    assert bad.exit_code == 2 and f"'yaml' is not one of {choices}" in message, message  # an Enum's error
 
 
 def test_unreadable_paths_exit_2_with_json(tmp_path):

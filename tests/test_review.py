@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from auditor.report.markdown import MARKER, ReviewContext, code_span, fenced, inline
 from auditor.review.batch import review_all_prs
 from auditor.review.command import review
-from auditor.review.results import rule_doc
+from auditor.report.shared import rule_summary
 from auditor.review.run import review_folder, review_pr
 from auditor.review.store import ReviewStore, export_csv, export_json, review_version
 
@@ -70,7 +70,7 @@ def test_flagged_review_cites_the_line_with_a_permalink_excerpt_rule_and_ruling(
     printed = CliRunner().invoke(app, ["rules", "ngram-target-in-key"]).output.rstrip("\n")
     assert printed.startswith("# ngram-target-in-key")
     assert "```text\n" + printed + "\n```" in md
-    assert rule_doc("ngram-target-in-key").summary in md
+    assert rule_summary("ngram-target-in-key") in md
     assert "Rulings cited: Issue #1017; PRs #779, #688" in md
     blocks = fenced_blocks(md)
     assert len(blocks) == 2  # one excerpt per violation
@@ -319,6 +319,42 @@ def test_packed_script_cites_decoded_lines_without_a_line_anchor(tmp_path):
     assert f"(https://github.com/o/r/blob/{SHA}/records/packed/train_gpt.py) (line of the decoded source" in md
     assert "train_gpt.py#L" not in md
     assert any(lines == ["loss.backward()"] for _, lines in fenced_blocks(md))
+
+
+@pytest.mark.parametrize("packing,message,anchored", [
+    ("lzma+b85", "trains first", False),
+    (None, "trains first [line 3 of the decoded source; the file is packed (lzma+b85)]", True),
+])
+def test_the_typed_packing_decides_the_line_anchor_not_the_message(packing, message, anchored):
+    from auditor.report.markdown import review_markdown
+
+    finding = {"rule": "ttt-train-before-score", "severity": "violation", "path": "/src/x/train_gpt.py",
+               "line": 3, "end_line": 3, "message": message, "evidence": "loss.backward()"}
+    if packing:
+        finding["packing"] = packing
+    result = {"path": "/src/x/train_gpt.py", "sha256": "", "verdict": "flag", "error": None, "findings": [finding]}
+    context = ReviewContext(github_repo="o/r", sha=SHA, root="/src", read_lines=lambda path: ["a", "b", "c", "d"])
+    md = review_markdown(result, None, None, None, context)
+    assert ("x/train_gpt.py#L3)" in md) is anchored
+    assert ("(line of the decoded source; the file is packed)" in md.replace(message, "")) is not anchored
+
+
+def test_json_format_gives_the_reviews_result_and_the_exit_code():
+    app = typer.Typer()
+    app.command()(review)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["review", "-f", "json", "--no-cache", str(FLAGGED)])
+    assert result.exit_code == 1  # flagged, through the shared exit_code
+    [review_json] = json.loads(result.stdout)["results"]
+    assert review_json["summary"]["verdict"] == "flag"
+    assert review_json["summary"]["rules"] == ["ngram-target-in-key", "ngram-unnormalized"]
+    assert {f["rule"] for f in review_json["classify"]["findings"] if f["severity"] == "violation"} == \
+        {"ngram-target-in-key", "ngram-unnormalized"}
+    assert review_json["claims"]["path"] == str(FLAGGED) and review_json["smoke"] is None
+    assert review_json["markdown"].startswith(MARKER)
+    bad = CliRunner().invoke(app, ["review", "-f", "text", str(FLAGGED)])
+    assert bad.exit_code == 2 and "'text' is not one of 'markdown', 'json'" in " ".join(
+        re.sub("[│╭╮╰╯─]", " ", bad.output).split())
 
 
 def test_long_finding_links_its_whole_span_and_shows_five_lines():

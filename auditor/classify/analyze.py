@@ -43,7 +43,8 @@ def run_rules(analysis: Analysis) -> list[Finding]:
             if key not in findings:
                 findings[key] = Finding(rule.id, severity, message, path=unit.display, line=hit.line,
                                         end_line=max(hit.end_line, hit.line),
-                                        evidence=unit.line_text(hit.line)[:300], dormancy=dormancy)
+                                        evidence=unit.line_text(hit.line)[:300], dormancy=dormancy,
+                                        packing=unit.packing or None)
     promote_implausible_scores(analysis.submission, findings)
     promote_declared_features(analysis.submission, findings)
     return sorted(findings.values(), key=lambda f: (_ORDER[f.severity], f.line, f.rule))

@@ -13,7 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from auditor.review.results import ClassifyView, FindingView, all_rule_ids, classify_view, repo_relative, rule_doc
+from auditor.findings import ClassifyResult, Finding
+from auditor.report.shared import (
+    cited_rulings,
+    finding_file,
+    lines_of,
+    repo_relative,
+    rule_doc_or_none,
+    rule_full_text,
+    rule_summary,
+)
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 # auditor has no home page of its own; the challenge whose rules it checks is the reference.
@@ -23,19 +32,21 @@ FINGERPRINT_KEY = "auditorFinding/v1"
 
 
 def _rule_entry(rule_id: str) -> dict:
-    doc = rule_doc(rule_id)
+    doc = rule_doc_or_none(rule_id)
+    summary, text = rule_summary(rule_id), rule_full_text(rule_id)
+    issues, prs = cited_rulings(rule_id)
     ruling = []
-    if doc.issues:
-        ruling.append("Issue " + ", ".join(f"#{n}" for n in doc.issues))
-    if doc.prs:
-        ruling.append("PRs " + ", ".join(doc.prs))
+    if issues:
+        ruling.append("Issue " + ", ".join(f"#{n}" for n in issues))
+    if prs:
+        ruling.append("PRs " + ", ".join(prs))
     legal_pattern = rule_id == "ttt-score-first"
     return {
         "id": rule_id,
         "name": "".join(part.capitalize() for part in rule_id.split("-")),
-        "shortDescription": {"text": doc.summary or rule_id},
-        "fullDescription": {"text": " ".join(f"{doc.summary} {doc.ruling}".split()) or rule_id},
-        "help": {"text": doc.text or rule_id, "markdown": doc.text or rule_id},
+        "shortDescription": {"text": summary},
+        "fullDescription": {"text": " ".join(f"{summary} {doc.ruling if doc else ''}".split()) or rule_id},
+        "help": {"text": text or rule_id, "markdown": text or rule_id},
         "helpUri": INFORMATION_URI,
         "defaultConfiguration": {"level": "note" if legal_pattern else "error"},
         "properties": {"tags": ["parameter-golf", "compliance"],
@@ -43,21 +54,22 @@ def _rule_entry(rule_id: str) -> dict:
     }
 
 
-def _fingerprint(finding: FindingView, uri: str) -> str:
+def _fingerprint(finding: Finding, uri: str) -> str:
     evidence = " ".join(finding.evidence.split())
     return hashlib.sha256(f"{finding.rule}\0{uri}\0{evidence}".encode()).hexdigest()[:32]
 
 
-def _result(finding: FindingView, uri: str, rule_index: dict[str, int], seen: dict[str, int]) -> dict:
+def _result(finding: Finding, uri: str, rule_index: dict[str, int], seen: dict[str, int]) -> dict:
     base = _fingerprint(finding, uri)
     # Two findings of one rule on identical lines of a file stay distinct, in file order.
     seen[base] = seen.get(base, 0) + 1
     location: dict[str, Any] = {"artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"}}
     message = finding.message
-    if finding.decoded:
+    line, end_line = lines_of(finding)
+    if finding.packing:
         message += " (the line number counts lines of the decoded source)"
-    elif finding.line > 0:
-        location["region"] = {"startLine": finding.line, "endLine": max(finding.end_line, finding.line)}
+    elif line > 0:
+        location["region"] = {"startLine": line, "endLine": end_line}
         if finding.evidence:
             location["region"]["snippet"] = {"text": finding.evidence}
     result = {
@@ -79,27 +91,29 @@ def _uri(path: str, repo_root: str | Path | None) -> str:
 
 
 def classify_sarif(results: Any, repo_root: str | Path | None = None) -> str:
-    """SARIF 2.1.0 JSON for classify results (FileResults, their JSON, or the envelope)."""
+    """SARIF 2.1.0 JSON for classify results (ClassifyResults, their JSON, or the envelope)."""
     from auditor import __version__
+    from auditor.rules import rule_ids as known_rule_ids
 
     if isinstance(results, dict) and "results" in results:
         results = results["results"]
-    views: list[ClassifyView] = [classify_view(r) for r in results]
-    rule_ids = all_rule_ids()
-    for view in views:  # a rule id we do not know still gets an entry
-        rule_ids += [f.rule for f in view.findings if f.rule not in rule_ids]
+    results = [r if isinstance(r, ClassifyResult) else ClassifyResult.from_json(r) for r in results]
+    rule_ids = known_rule_ids()
+    for result in results:  # a rule id we do not know still gets an entry
+        rule_ids += [f.rule for f in result.findings if f.rule not in rule_ids]
     rule_index = {rule_id: i for i, rule_id in enumerate(rule_ids)}
     sarif_results, notifications, seen = [], [], {}
-    for view in views:
-        if view.verdict == "error":
+    for result in results:
+        if result.verdict == "error":
             notifications.append({
                 "level": "error",
-                "message": {"text": f"{view.path}: {view.error or 'could not be analysed'}"},
+                "message": {"text": f"{result.path}: {result.error or 'could not be analysed'}"},
                 "locations": [{"physicalLocation": {"artifactLocation": {
-                    "uri": _uri(view.path, repo_root), "uriBaseId": "%SRCROOT%"}}}],
+                    "uri": _uri(result.path, repo_root), "uriBaseId": "%SRCROOT%"}}}],
             })
-        for finding in view.findings:
-            sarif_results.append(_result(finding, _uri(finding.path, repo_root), rule_index, seen))
+        for finding in result.findings:
+            uri = _uri(finding_file(result.path, finding), repo_root)
+            sarif_results.append(_result(finding, uri, rule_index, seen))
     run: dict[str, Any] = {
         "tool": {"driver": {
             "name": "auditor",

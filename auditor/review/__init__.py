@@ -2,7 +2,7 @@
 
 run.py      review a folder or a PR's record folder (classify + claims, smoke on request)
 source.py   a PR's record folder from a local clone (refs/pull/N/head against main)
-results.py  the one adapter to the other commands' result types (views for the renderers)
+results.py  ReviewResult: the results it ran (the commands' own types), one verdict, the comment
 batch.py    every PR head in worker processes; store.py keeps them in SQLite
 github.py   posting the comment; the only module that touches the network
 command.py  the typer command

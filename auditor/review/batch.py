@@ -70,8 +70,7 @@ def _review_one(args: tuple) -> dict:
 
         outcome = review_pr(repo_dir, pr, head_sha=head, github_repo=github_repo, smoke=smoke,
                             use_cache=use_cache, work_dir=work_dir, isolate=True)
-        return {"row": outcome.summary, "markdown": outcome.markdown,
-                "results": {"classify": outcome.classify, "claims": outcome.claims, "smoke": outcome.smoke},
+        return {"row": outcome.summary, "markdown": outcome.markdown, "results": outcome.results_json(),
                 "seconds": time.monotonic() - started}
     except Exception as exc:  # a bug of ours or an unreadable head must not stop the batch
         from auditor.review.source import SourceUnavailable
@@ -83,8 +82,9 @@ def _review_one(args: tuple) -> dict:
 
 
 def _error_row(pr: int, head: str, error: str) -> dict:
-    return {"pr": pr, "title": "", "head_sha": head, "folder": "", "claimed_bpb": None, "verdict": "error",
-            "rules": [], "smoke": "not run", "claims_findings": [], "error": error}
+    from auditor.review.results import row_without_results
+
+    return row_without_results(pr, head, "error", error)
 
 
 def review_all_prs(

@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 import re
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+
+
+class ReviewFormat(str, Enum):
+    """Markdown is the comment itself; JSON is the review's result (summary row, the results
+    of classify, claims and smoke, the comment), or with --all-prs the batch and its rows."""
+
+    markdown = "markdown"
+    json = "json"
+
 
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
@@ -38,23 +48,39 @@ def _client(api_url: str):
 
 
 def review(
-    path: Optional[Path] = typer.Argument(None, help="A record folder or script to review."),
-    repo_dir: Optional[Path] = typer.Option(None, "--repo-dir", help="A local clone (bare is fine) with refs/pull/N/head."),
-    pr: Optional[int] = typer.Option(None, "--pr", min=1, help="The PR to review (with --repo-dir) or to post to."),
-    all_prs: bool = typer.Option(False, "--all-prs", help="Review every PR head of --repo-dir into the database."),
-    smoke: bool = typer.Option(False, "--smoke", help="Also import the code in the sandbox (runs submission code)."),
-    reproduce_report: Optional[Path] = typer.Option(None, "--reproduce-report", help="A reproduce report (JSON) to include."),
-    github_repo: Optional[str] = typer.Option(None, "--github-repo", help="OWNER/REPO, for permalinks and posting."),
-    sha: Optional[str] = typer.Option(None, "--sha", help="Commit of PATH's files, for permalinks."),
-    repo_path: Optional[str] = typer.Option(None, "--repo-path", help="PATH's own path inside the repository."),
-    post: bool = typer.Option(False, "--post", help="Post the comment (token from GITHUB_TOKEN); without it, a dry run."),
-    api_url: str = typer.Option("https://api.github.com", "--api-url", help="GitHub API base URL (Enterprise)."),
-    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Worker processes for --all-prs."),
-    db: Optional[Path] = typer.Option(None, "--db", help="SQLite database for --all-prs (default: user data dir)."),
-    export_csv: Optional[Path] = typer.Option(None, "--export-csv", help="Write the summary table as CSV."),
-    export_json: Optional[Path] = typer.Option(None, "--export-json", help="Write the summary table as JSON."),
-    refresh: bool = typer.Option(False, "--refresh", help="With --all-prs, review heads already in the database again."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the classify cache."),
+    path: Annotated[Optional[Path], typer.Argument(help="A record folder or script to review.")] = None,
+    repo_dir: Annotated[Optional[Path], typer.Option("--repo-dir", help="A local clone (bare is fine) with "
+                                                                         "refs/pull/N/head.")] = None,
+    pr: Annotated[Optional[int], typer.Option("--pr", min=1, help="The PR to review (with --repo-dir) or to "
+                                                                  "post to.")] = None,
+    all_prs: Annotated[bool, typer.Option("--all-prs", help="Review every PR head of --repo-dir into the "
+                                                            "database.")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Also import the code in the sandbox (runs submission "
+                                                        "code).")] = False,
+    reproduce_report: Annotated[Optional[Path], typer.Option("--reproduce-report", help="A reproduce report "
+                                                                                        "(JSON) to include.")] = None,
+    github_repo: Annotated[Optional[str], typer.Option("--github-repo", help="OWNER/REPO, for permalinks and "
+                                                                             "posting.")] = None,
+    sha: Annotated[Optional[str], typer.Option("--sha", help="Commit of PATH's files, for permalinks.")] = None,
+    repo_path: Annotated[Optional[str], typer.Option("--repo-path", help="PATH's own path inside the "
+                                                                         "repository.")] = None,
+    post: Annotated[bool, typer.Option("--post", help="Post the comment (token from GITHUB_TOKEN); without it, "
+                                                      "a dry run.")] = False,
+    api_url: Annotated[str, typer.Option("--api-url", help="GitHub API base URL (Enterprise).")] = (
+        "https://api.github.com"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for --all-prs.")] = 2,
+    db: Annotated[Optional[Path], typer.Option("--db", help="SQLite database for --all-prs (default: user data "
+                                                            "dir).")] = None,
+    export_csv: Annotated[Optional[Path], typer.Option("--export-csv", help="Write the summary table as "
+                                                                            "CSV.")] = None,
+    export_json: Annotated[Optional[Path], typer.Option("--export-json", help="Write the summary table as "
+                                                                              "JSON.")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="With --all-prs, review heads already in the "
+                                                            "database again.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the classify cache.")] = False,
+    format: Annotated[ReviewFormat, typer.Option("--format", "-f", help="Output format: the comment, or the "
+                                                                        "review's result as JSON.")] = (
+        ReviewFormat.markdown),
 ) -> None:
     """Render the review comment (Markdown) for a submission; optionally post it to the PR."""
     if github_repo is not None and not _REPO.match(github_repo):
@@ -66,7 +92,8 @@ def review(
     if all_prs:
         if repo_dir is None or path is not None:
             _fail("--all-prs reviews the PR heads of --repo-dir CLONE (and takes no PATH)")
-        _all_prs(repo_dir, jobs, smoke, github_repo, db, export_csv, export_json, refresh, post, api_url, no_cache)
+        _all_prs(repo_dir, jobs, smoke, github_repo, db, export_csv, export_json, refresh, post, api_url, no_cache,
+                 format)
         return
     if (path is None) == (repo_dir is None):
         _fail("give a PATH, or --repo-dir CLONE --pr N, or --repo-dir CLONE --all-prs")
@@ -77,14 +104,15 @@ def review(
     if post:
         _require_token()  # before the review, not after it
 
+    from auditor.findings import exit_code
     from auditor.review.run import ReviewInputError, review_command, review_folder, review_pr
     from auditor.review.source import SourceUnavailable, check_repo
 
     try:
         if repo_dir is not None:
             check_repo(repo_dir)
-            outcome = review_pr(repo_dir, pr, github_repo=github_repo, smoke=smoke,
-                                reproduce_report=reproduce_report, use_cache=not no_cache)
+            result = review_pr(repo_dir, pr, github_repo=github_repo, smoke=smoke,
+                               reproduce_report=reproduce_report, use_cache=not no_cache)
         else:
             from auditor.report.markdown import ReviewContext
 
@@ -99,19 +127,20 @@ def review(
                                                            repo_path=repo_path, smoke=smoke,
                                                            reproduce_report=reproduce_report is not None),
             )
-            outcome = review_folder(path, smoke=smoke, reproduce_report=reproduce_report, context=context,
-                                    use_cache=not no_cache, pr=pr)
+            result = review_folder(path, smoke=smoke, reproduce_report=reproduce_report, context=context,
+                                   use_cache=not no_cache, pr=pr)
     except (ReviewInputError, SourceUnavailable) as exc:
         _fail(str(exc))
 
     if pr is not None and github_repo:
-        _post_one(outcome.markdown, github_repo, pr, post, api_url)
-    else:
-        typer.echo(outcome.markdown)
-    verdict = outcome.summary["verdict"]
-    if verdict == "error":  # 2 for input that cannot be analysed, 3 for a bug of ours
-        raise typer.Exit(3 if (outcome.classify or {}).get("error_kind") == "internal" else 2)
-    raise typer.Exit({"clean": 0, "flag": 1, "no-record": 0}.get(verdict, 2))
+        _post_one(result.markdown, github_repo, pr, post, api_url)
+    if format == ReviewFormat.json:
+        from auditor.report.json import results_json
+
+        typer.echo(results_json([result]))
+    elif not post:  # a posted comment is not printed again
+        typer.echo(result.markdown)
+    raise typer.Exit(exit_code([result]))
 
 
 def _work_tree(path: Path) -> str:
@@ -130,7 +159,6 @@ def _work_tree(path: Path) -> str:
 def _post_one(markdown: str, github_repo: str, pr: int, post: bool, api_url: str) -> None:
     if not post:
         typer.echo(f"dry run: would post to {github_repo}#{pr} (give --post to post):", err=True)
-        typer.echo(markdown)
         return
     from auditor.review.github import GitHubError, post_review
 
@@ -169,7 +197,7 @@ class _Poster:
 
 def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str], db: Optional[Path],
              export_csv: Optional[Path], export_json: Optional[Path], refresh: bool, post: bool, api_url: str,
-             no_cache: bool) -> None:
+             no_cache: bool, format: ReviewFormat) -> None:
     from auditor.review.batch import review_all_prs
     from auditor.review.source import SourceUnavailable, check_repo, pr_heads
     from auditor.review.store import (ReviewStore, default_db_path, export_csv as write_csv,
@@ -196,9 +224,17 @@ def _all_prs(repo_dir: Path, jobs: int, smoke: bool, github_repo: Optional[str],
                 write(rows, target)
             except OSError as exc:
                 _fail(f"cannot write {target}: {exc.strerror or exc}")
-    verdicts = ", ".join(f"{name} {count}" for name, count in sorted(report.verdicts.items()))
-    typer.echo(f"{report.heads} PR heads: {report.reviewed} reviewed, {report.reused} already in {db_path}; "
-               f"{report.errors} error(s) in this run; {report.seconds:.1f}s; verdicts: {verdicts or 'none'}")
+    if format == ReviewFormat.json:
+        import json
+
+        typer.echo(json.dumps({"heads": report.heads, "reviewed": report.reviewed, "reused": report.reused,
+                               "errors": report.errors, "seconds": round(report.seconds, 1),
+                               "verdicts": dict(sorted(report.verdicts.items())), "database": str(db_path),
+                               "reviews": rows}, indent=2))
+    else:
+        verdicts = ", ".join(f"{name} {count}" for name, count in sorted(report.verdicts.items()))
+        typer.echo(f"{report.heads} PR heads: {report.reviewed} reviewed, {report.reused} already in {db_path}; "
+                   f"{report.errors} error(s) in this run; {report.seconds:.1f}s; verdicts: {verdicts or 'none'}")
     if post:
         typer.echo(f"posted or updated {report.posted} comment(s) on {github_repo}", err=True)
         if on_review.refused is not None:

@@ -8,45 +8,20 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from auditor.review.results import claims_view, classify_view, reproduce_view, review_verdict, smoke_view
+from auditor.review.results import ReviewResult, row_without_results, summary_row
 from auditor.review.source import PrSource, locate_pr, materialize
+
+if TYPE_CHECKING:
+    from auditor.claims.checks import ClaimsResult
+    from auditor.findings import ClassifyResult
+    from auditor.smoke.runner import SmokeResult
 
 
 class ReviewInputError(Exception):
     """Bad input for a review (a path that does not exist, an unreadable report)."""
-
-
-@dataclass
-class ReviewOutcome:
-    markdown: str
-    summary: dict  # one row of the batch table
-    classify: dict = field(default_factory=dict)
-    claims: dict | None = None
-    smoke: dict | None = None
-
-
-def summary_row(classify: Any, claims: Any, smoke: Any, pr: int | None = None, head_sha: str = "",
-                title: str = "", folder: str = "", reproduce: dict | None = None) -> dict:
-    classify_v, claims_v, smoke_v = classify_view(classify), claims_view(claims), smoke_view(smoke)
-    reproduce_v = reproduce_view(reproduce)
-    claims_findings = [] if claims_v is None else [
-        f"{f.severity}:{f.check}" for f in claims_v.findings if f.severity in ("violation", "warning")]
-    return {
-        "pr": pr,
-        "title": title,
-        "head_sha": head_sha,
-        "folder": folder,
-        "claimed_bpb": claims_v.claimed_bpb if claims_v is not None else None,
-        "verdict": review_verdict(classify_v, claims_v, reproduce_v),
-        "rules": classify_v.rules,
-        "smoke": smoke_v.status if smoke_v is not None else "not run",
-        "claims_findings": claims_findings,
-        "error": classify_v.error,
-    }
 
 
 def load_reproduce_report(path: str | Path) -> dict:
@@ -62,7 +37,7 @@ def load_reproduce_report(path: str | Path) -> dict:
 
 
 def _run_checks(folder: Path, smoke: bool, use_cache: bool,
-                isolate: bool = False) -> tuple[dict, dict | None, dict | None, Any]:
+                isolate: bool = False) -> tuple[ClassifyResult, ClaimsResult | None, SmokeResult | None]:
     from auditor.claims.checks import check_claims
     from auditor.classify import classify_paths
 
@@ -72,24 +47,18 @@ def _run_checks(folder: Path, smoke: bool, use_cache: bool,
     claims_result = check_claims(folder) if folder.is_dir() else None
     smoke_result = None
     if smoke:
-        from auditor.smoke.runner import smoke_path
+        from auditor.smoke.runner import SmokeResult, smoke_path
 
         try:
             smoke_result = smoke_path(folder)
         except Exception as exc:  # an unreadable path or a sandbox failure: a failed smoke, said so
-            smoke_result = {"status": "fail", "error": {"kind": type(exc).__name__, "message": str(exc)}}
-    return classify_result, claims_result, smoke_result, None
-
-
-def _as_json(result: Any) -> dict | None:
-    if result is None or isinstance(result, dict):
-        return result
-    return result.to_json()
+            smoke_result = SmokeResult.failed_before_running(str(folder), type(exc).__name__, str(exc))
+    return classify_result, claims_result, smoke_result
 
 
 def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: str | Path | None = None,
                   context=None, use_cache: bool = True, pr: int | None = None, title: str = "",
-                  isolate: bool = False) -> ReviewOutcome:
+                  isolate: bool = False) -> ReviewResult:
     """Review a record folder (or one script) on disk."""
     from auditor.report.markdown import ReviewContext, review_markdown, scrub_paths
 
@@ -100,15 +69,14 @@ def review_folder(folder: str | Path, *, smoke: bool = False, reproduce_report: 
     context = context or ReviewContext()
     if not folder.is_dir():
         context.not_checked.append("Claims were not checked: a single script has no submission.json or logs.")
-    classify_result, claims_result, smoke_result, _ = _run_checks(folder, smoke, use_cache, isolate)
+    classify_result, claims_result, smoke_result = _run_checks(folder, smoke, use_cache, isolate)
     markdown = review_markdown(classify_result, claims_result, smoke_result, report, context,
                                reproduce_source=str(reproduce_report or ""))
-    classify_json, claims_json, smoke_json = _as_json(classify_result), _as_json(claims_result), _as_json(smoke_result)
-    row = summary_row(classify_json, claims_json, smoke_json, pr=pr, head_sha=context.sha or "", title=title,
-                      folder=context.subject, reproduce=report)
+    row = summary_row(classify_result, claims_result, smoke_result, report, pr=pr, head_sha=context.sha or "",
+                      title=title, folder=context.subject)
     if row["error"]:
         row["error"] = scrub_paths(row["error"], context)
-    return ReviewOutcome(markdown, row, classify_json, claims_json, smoke_json)
+    return ReviewResult(markdown, row, classify_result, claims_result, smoke_result, report)
 
 
 def review_command(subject: str, *, github_repo: str | None = None, sha: str | None = None,
@@ -135,7 +103,7 @@ def pr_command(pr: int, smoke: bool, github_repo: str | None = None, reproduce_r
 
 def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, github_repo: str | None = None,
               smoke: bool = False, reproduce_report: str | Path | None = None, use_cache: bool = True,
-              work_dir: str | Path | None = None, isolate: bool = False) -> ReviewOutcome:
+              work_dir: str | Path | None = None, isolate: bool = False) -> ReviewResult:
     """Review the record folder PR `pr` adds, read from refs/pull/N/head of a local clone."""
     from auditor.report.markdown import ReviewContext
 
@@ -144,10 +112,7 @@ def review_pr(repo_dir: str | Path, pr: int, *, head_sha: str | None = None, git
     if not source.folder:
         context = ReviewContext(subject="(no record folder)", github_repo=github_repo, sha=source.head_sha, pr=pr,
                                 command=command)
-        markdown = _no_record_markdown(context)
-        row = {"pr": pr, "title": "", "head_sha": source.head_sha, "folder": "", "claimed_bpb": None,
-               "verdict": "no-record", "rules": [], "smoke": "not run", "claims_findings": [], "error": None}
-        return ReviewOutcome(markdown, row)
+        return ReviewResult(_no_record_markdown(context), row_without_results(pr, source.head_sha, "no-record"))
     base = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     # A path fixed by the head commit, so the classify cache (keyed on the path) hits on reruns.
