@@ -396,6 +396,11 @@ def test_all_prs_on_the_command_line_exports_and_reuses_the_database(bare_clone,
     assert "[##############################] 2/2 PRs" in first.output  # the progress bar (stderr)
     second = CliRunner().invoke(app, args)
     assert "2 PR heads: 0 reviewed, 2 already in" in second.output
+    as_json = CliRunner().invoke(app, args + ["-f", "json"])
+    batch = json.loads(as_json.stdout)
+    assert as_json.exit_code == 0 and (batch["heads"], batch["reviewed"], batch["reused"]) == (2, 0, 2)
+    assert batch["verdicts"] == {"clean": 1, "flag": 1}
+    assert [(r["pr"], r["verdict"]) for r in batch["reviews"]] == [(1, "flag"), (2, "clean")]
     reviews = json.loads((tmp_path / "prs.json").read_text())["reviews"]
     assert [(r["pr"], r["verdict"], r["claimed_bpb"]) for r in reviews] == [(1, "flag", "0.5"), (2, "clean", "1.2")]
     unwritable = CliRunner().invoke(app, args[:-2] + ["--export-json", str(tmp_path / "no" / "such" / "dir.json")])
