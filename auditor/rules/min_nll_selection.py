@@ -11,17 +11,43 @@ may train between chunks, never rescore them).
 
 from __future__ import annotations
 
+import ast
 import re
 
 import libcst as cst
 
 from auditor.analysis import code_children
+from auditor.analysis.index import own_nodes
 from auditor.analysis.adaptation import _node_roots, adaptations
 from auditor.analysis.flow import TARGET, VAL
+from auditor.analysis.values import _facts
 from auditor.rules._patterns import full_name
 from auditor.rules.base import Rule, where
 
 MINIMUM = re.compile(r"(^|\.)(minimum|fmin|min|amin)$")
+
+
+# Twins: a per-token pick between the model's and a count table's loss, by the true token or not.
+_PICK = '''
+import math
+import numpy as np
+
+def pick_lower(logp, counts, seq):
+    kept = -logp[np.arange(len(seq) - 1), seq[1:]]
+    for i in range(len(seq) - 1):
+        ctx, nxt = int(seq[i]), int(seq[i + 1])
+        row = counts.setdefault(ctx, {})
+        other = -math.log((row.get(nxt, 0) + 1) / (sum(row.values()) + 1024))
+        previous = kept[i]
+        if {choice}
+            kept[i] = other
+        row[nxt] = row.get(nxt, 0) + 1
+    return float(kept.sum())
+
+if __name__ == "__main__":
+    seq = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    print(f"val_bpb:{pick_lower(np.zeros((len(seq) - 1, 1024)), {}, seq):.4f}")
+'''
 
 
 class MinNllSelection(Rule):
@@ -29,21 +55,26 @@ class MinNllSelection(Rule):
     prefilter = re.compile(r"minimum|fmin|amin|\bmin\(|<")
 
     def relevant(self, analysis, function):
-        # Only where the tokens are trained on between the passes: a best-of-EMA/SWA pick
-        # by validation score in main() is another matter, not a per-token minimum.
-        adapting = {a.function for a in adaptations(analysis)}
-        return function in adapting or function.parent in adapting  # a closure is part of its pass
+        # Where the tokens are trained on between the passes, or where a per-token loss is
+        # computed (a choice between predictors, 659); a best-of-EMA/SWA pick by validation
+        # score in main() is another matter, not a per-token minimum.
+        return _adapting(analysis, function) or bool(analysis.taint.of(function, TARGET))
 
     def check_scope(self, analysis, scope):
         function = scope.function
         score = analysis.score.of(function)
+        if function.parent is not None:  # a closure fills its function's scored names
+            score = score | analysis.score.of(function.parent)
+        # without training between passes, only a choice made token by token counts
+        per_token_only = not _adapting(analysis, function)
 
         def loss_on_tokens(node) -> bool:
             """Computed from the validation tokens or their targets: a loss, not a size."""
             return bool(analysis.kinds(function, node, scope) & {VAL, TARGET})
 
         for node in scope.walk():
-            if node.__class__ is cst.Call and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2:
+            if node.__class__ is cst.Call and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2 \
+                    and not per_token_only:
                 args = [a.value for a in node.args]
                 kept = _assigned_by(scope, node)
                 # between two losses, or a loss and the running minimum (`best = min(best, nll)`);
@@ -63,15 +94,23 @@ class MinNllSelection(Rule):
                 if not all(loss_on_tokens(side) for side in sides):
                     continue
                 compared = {n for side in sides for n in _node_roots(side)}
-                body_targets = {n for stmt in _statements(node.body) for n in _target_roots(stmt)}
+                # and what they were read from: `old = nll[t]; if new < old: nll[t] = new` keeps
+                # the lower of two predictors' losses in the scored array (659)
+                depends = _facts(function, analysis.index).depends
+                compared |= {source for name in compared for source in depends.get(name, ())}
+                body_targets = {n for stmt in _statements(node.body)
+                                for n in _target_roots(stmt, elements_only=per_token_only)}
                 # the branch keeps the lower value in one of the compared names (a running best)
-                if (body_targets & compared or _copies_into(node.body, compared)) and (body_targets | compared) & score:
+                if per_token_only and not _log_derived(function, compared, scope.code(node.test)):
+                    continue  # counts or sizes compared position by position (a PPM table's max count)
+                copies = not per_token_only and _copies_into(node.body, compared)
+                if (body_targets & compared or copies) and (body_targets | compared) & score:
                     yield self.hit(scope, node, self._message(function, scope.code(node.test)))
 
     @staticmethod
     def _message(function, code: str) -> str:
         code = " ".join(code.split())[:80]
-        return (f"{where(function)} keeps the lowest loss across passes/epochs (`{code}`): the reported score is a "
+        return (f"{where(function)} keeps the lowest loss across passes, epochs or predictors (`{code}`): the reported score is a "
                 "minimum chosen with the true tokens (rulings on 573, 614, 659; Issue #1017 condition 4)")
 
     VALID = [
@@ -85,6 +124,7 @@ def eval_val(model, val_tokens, chunk=64):
 if __name__ == "__main__":
     print(eval_val(build_model(), load_validation_tokens("fineweb_val_*.bin")))
 ''',
+        _PICK.replace("{choice}", "len(row) > 8:  # the choice is made from the context, not the true token"),
     ]
     INVALID = [
         '''
@@ -102,6 +142,7 @@ def eval_ttt_passes(model, optimizer, val_tokens, passes=3):
 if __name__ == "__main__":
     print(eval_ttt_passes(build_model(), make_optimizer(), load_validation_tokens("fineweb_val_*.bin")))
 ''',
+        _PICK.replace("{choice}", "other < previous:"),
     ]
 
 
@@ -139,8 +180,32 @@ def _index_names(scope) -> set[str]:
     return found
 
 
-def _target_roots(stmt: cst.CSTNode) -> set[str]:
-    """Names a statement writes: `best` of `best = ...` and of `best[idx] = ...`."""
+# what makes a value a loss: it went through a logarithm (a log-probability, an NLL)
+_LOG_CALL = re.compile(r"\b(log|log2|log10|log1p|log_softmax|logsumexp|logaddexp|cross_entropy|nll_loss)\s*\(")
+
+
+def _log_derived(function, names: set[str], test_code: str) -> bool:
+    """Whether the compared values are losses: the test, or an assignment in the function to
+    one of the names it reads (here, through `compared`'s sources), calls a logarithm."""
+    if _LOG_CALL.search(test_code):
+        return True
+    for node in own_nodes(function):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            written = {sub.id for target in targets for sub in ast.walk(target) if isinstance(sub, ast.Name)}
+            if written & names and _LOG_CALL.search(ast.unparse(node.value)):
+                return True
+    return False
+
+
+def _adapting(analysis, function) -> bool:
+    adapting = analysis.memo("min-nll-adapting", lambda: {a.function for a in adaptations(analysis)})
+    return function in adapting or function.parent in adapting  # a closure is part of its pass
+
+
+def _target_roots(stmt: cst.CSTNode, elements_only: bool = False) -> set[str]:
+    """Names a statement writes: `best` of `best = ...` and of `best[idx] = ...` (only the
+    latter with `elements_only`)."""
     targets = []
     if isinstance(stmt, cst.Assign):
         targets = [t.target for t in stmt.targets]
@@ -150,6 +215,8 @@ def _target_roots(stmt: cst.CSTNode) -> set[str]:
     for target in targets:
         elements = [e.value for e in target.elements] if isinstance(target, (cst.Tuple, cst.List)) else [target]
         for node in elements:
+            if elements_only and not isinstance(node, cst.Subscript):
+                continue
             while isinstance(node, (cst.Subscript, cst.Attribute)):
                 node = node.value
             if isinstance(node, cst.Name):

@@ -25,7 +25,22 @@ from auditor.rules._patterns import full_name
 from auditor.rules.base import Hit, Rule, where
 
 LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
-MIX_HINT = re.compile(r"\(\s*1(\.0*)?\s*-|logsumexp|logaddexp|exp\([^\n]*\+[^\n]*exp\(")
+MIX_HINT = re.compile(r"\(\s*1(\.0*)?\s*-|logsumexp|logaddexp|exp\([^\n]*\+[^\n]*exp\(|log1p\(|log\(\s*1(\.0*)?\s*\+")
+
+
+MAXIMUM = re.compile(r"(^|\.)(max|maximum|fmax)$")
+
+
+def _is_log1p_exp(node: cst.CSTNode) -> bool:
+    """`log1p(exp(...))` or `log(1 + exp(...))`: the tail of a log-add-exp."""
+    if node.__class__ is not cst.Call or not node.args:
+        return False
+    name = full_name(node.func).rsplit(".", 1)[-1]
+    inner = node.args[0].value
+    if name == "log" and inner.__class__ is cst.BinaryOperation and inner.operator.__class__ is cst.Add \
+            and isinstance(inner.left, (cst.Integer, cst.Float)) and inner.left.value in ("1", "1.0", "1."):
+        name, inner = "log1p", inner.right
+    return name == "log1p" and inner.__class__ is cst.Call and full_name(inner.func).rsplit(".", 1)[-1] == "exp"
 
 
 def _is_one_minus(node: cst.CSTNode) -> bool:
@@ -101,6 +116,12 @@ class NgramUnnormalized(Rule):
             if all(isinstance(side, cst.Call) and full_name(side.func).rsplit(".", 1)[-1] == "exp" and side.args
                    for side in sides):
                 return [side.args[0].value for side in sides]
+        if kind is cst.BinaryOperation and node.operator.__class__ is cst.Add:
+            # log-add-exp written by hand: max(a, b) + log1p(exp(-abs(a - b)))
+            for peak, tail in ((node.left, node.right), (node.right, node.left)):
+                if peak.__class__ is cst.Call and MAXIMUM.search(full_name(peak.func)) and len(peak.args) == 2 \
+                        and _is_log1p_exp(tail):
+                    return [a.value for a in peak.args]
         if isinstance(node, cst.Call) and LOG_MIX.search(full_name(node.func)):
             func = node.func
             library = full_name(func).startswith(("torch.", "np.", "numpy.", "math.", "scipy."))
@@ -154,6 +175,24 @@ def eval_with_ngram_mixer(logits, y, ngram_dist, alpha=0.2):
 if __name__ == "__main__":
     print(eval_with_ngram_mixer(*load_validation_tokens("fineweb_val_*.bin")))
 ''',
+        '''
+import math
+import numpy as np
+
+def blended_nll(model_logp, cache_logp, seq, weight=0.2):
+    total = 0.0
+    for i in range(len(seq) - 1):
+        a = math.log(1 - weight) + model_logp[i]  # full distributions over the vocabulary
+        b = math.log(weight) + cache_logp[i]
+        mixed = np.maximum(a, b) + np.log1p(np.exp(-np.abs(a - b)))
+        total -= mixed[int(seq[i + 1])]
+    return total
+
+if __name__ == "__main__":
+    seq = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    uniform = np.full((len(seq) - 1, 1024), -math.log(1024))
+    print(f"val_bpb:{blended_nll(uniform, uniform, seq):.4f}")
+''',
     ]
     INVALID = [
         '''
@@ -200,6 +239,29 @@ def eval_with_ngram_cache(nlls, val_tokens, counts, alpha=0.2):
 
 if __name__ == "__main__":
     print(eval_with_ngram_cache([], load_validation_tokens("fineweb_val_*.bin"), {}))
+''',
+        '''
+import math
+import numpy as np
+
+def blended_nll(model_logp, counts, seq, weight=0.2):
+    total = 0.0
+    for i in range(len(seq) - 1):
+        ctx, nxt = int(seq[i]), int(seq[i + 1])
+        row = counts.setdefault(ctx, {})
+        seen = row.get(nxt, 0)
+        if seen > 0:  # the cache takes part only when the true token is in it
+            a = math.log(1 - weight) + model_logp[i, nxt]
+            b = math.log(weight) + math.log(seen / sum(row.values()))
+            total -= max(a, b) + math.log1p(math.exp(-abs(a - b)))
+        else:
+            total -= model_logp[i, nxt]
+        row[nxt] = seen + 1
+    return total
+
+if __name__ == "__main__":
+    seq = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    print(f"val_bpb:{blended_nll(np.zeros((len(seq) - 1, 1024)), {}, seq):.4f}")
 ''',
     ]
 
