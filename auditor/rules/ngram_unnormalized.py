@@ -4,12 +4,15 @@ or an expert whose hint at a position exists only when the realized token there 
 Ruling: 720, 745, 824 (mixers evaluated only at the realized token, not renormalized),
 1026 (mix applied only when the target's own count is > 0), 1185 (p(target|ctx) blended
 into the target log-prob; "must renormalize over the vocabulary"), 2041/2118/2083
-(gates and byte-PPM spreads that depend on the realized token), 2018/1967 (word-start and
+(gates and byte-PPM spreads that depend on the realized token; 1900/1902 excluded PPM-D byte
+mixtures from the leaderboard under condition 2), 2018/1967 (word-start and
 within-word experts gating on the realized token's class). Issue #1017 conditions 1 and 2:
 the score of token t must come from a full distribution that sums to 1, computed without
-looking at t. Mixing full distributions, then reading the target's entry, is legal; so is
-a token-only expert whose hint at t comes from tokens before t, and a gated expert that
-the run configuration switches off (a frequency threshold above 1, as in 2135).
+looking at t.
+
+Legal instead: mixing full distributions, then reading the target's entry; a token-only
+expert whose hint at t comes from tokens before t; a gated expert that the run
+configuration switches off (a frequency threshold above 1, as in 2135).
 """
 
 from __future__ import annotations
