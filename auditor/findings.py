@@ -140,6 +140,9 @@ class ClassifyResult:
     error: str | None = None
     findings: list[Finding] = field(default_factory=list)
     error_kind: ErrorKind | None = None  # set with verdict "error"
+    # code the rules could not look into, said plainly (native code built at run time, a
+    # function libcst cannot parse): a clean verdict does not cover it
+    not_analysed: list[str] = field(default_factory=list)
 
     @property
     def outcome(self) -> Outcome:
@@ -159,6 +162,7 @@ class ClassifyResult:
             "error": self.error,
             "error_kind": self.error_kind,
             "findings": [f.to_json() for f in self.findings],
+            **({"not_analysed": list(self.not_analysed)} if self.not_analysed else {}),
         }
 
     @classmethod
@@ -175,8 +179,11 @@ class ClassifyResult:
             raise ValueError(f"verdict {verdict!r} does not follow from the findings")
         if not isinstance(data["path"], str) or not isinstance(data["sha256"], str):
             raise TypeError("path and sha256 are strings")
+        not_analysed = data.get("not_analysed", [])
+        if not isinstance(not_analysed, list) or not all(isinstance(n, str) for n in not_analysed):
+            raise TypeError("not_analysed is a list of strings")
         return cls(path=data["path"], sha256=data["sha256"], verdict=verdict, error=data.get("error"),
-                   findings=findings, error_kind=data.get("error_kind"))
+                   findings=findings, error_kind=data.get("error_kind"), not_analysed=not_analysed)
 
 
 FileResult = ClassifyResult  # the name this type had before claims and smoke shared it

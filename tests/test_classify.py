@@ -443,3 +443,56 @@ def test_a_launcher_command_passes_its_env_list_into_the_run_configuration():
     readme = ("## Repro\n\n```bash\nmodal run records/x/run_modal.py --mode standard \\\n"
               '  --extra-env "FP16_PATTERNS=;TTT_ENABLED=1;TTT_EPOCHS=25;TTT_FREEZE_BLOCKS=0"\n```\n')
     assert readme_env(readme) == {"TTT_ENABLED": "1", "TTT_EPOCHS": "25", "TTT_FREEZE_BLOCKS": "0"}
+
+
+_PICK_BY_TRUE_TOKEN = '''
+import math
+import numpy as np
+
+def pick_lower(logp, counts, seq):
+    kept = -logp[np.arange(len(seq) - 1), seq[1:]]
+    sizes = [(0 if c == 0 else c)for c in counts]  # minified: libcst cannot read this function as written
+    for i in range(len(seq) - 1):
+        ctx, nxt = int(seq[i]), int(seq[i + 1])
+        row = counts.setdefault(ctx, {})
+        other = -math.log((row.get(nxt, 0) + 1) / (sum(row.values()) + 1024))
+        previous = kept[i]
+        if other < previous:
+            kept[i] = other
+        row[nxt] = row.get(nxt, 0) + 1
+    return float(kept.sum())
+
+if __name__ == "__main__":
+    seq = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
+    print(f"val_bpb:{pick_lower(np.zeros((len(seq) - 1, 1024)), {}, seq):.4f}")
+'''
+
+
+def test_a_function_libcst_cannot_read_as_written_is_judged_as_ast_prints_it(tmp_path):
+    script = tmp_path / "train_gpt.py"
+    script.write_text(_PICK_BY_TRUE_TOKEN)
+    result = classify_path(script)
+    assert [f.rule for f in result.violations] == ["min-nll-selection"]
+    assert result.not_analysed == []
+
+
+def test_native_code_is_said_to_be_not_analysed(tmp_path):
+    script = tmp_path / "train_gpt.py"
+    script.write_text(textwrap.dedent('''
+        import ctypes
+        import numpy as np
+
+        def score(tokens):
+            lib = ctypes.CDLL("./scorer.so")
+            return lib.score(tokens.ctypes.data, len(tokens))
+
+        if __name__ == "__main__":
+            print(f"val_bpb:{score(np.fromfile('fineweb_val_000000.bin', dtype=np.uint16)):.4f}")
+    '''))
+    result = classify_path(script)
+    assert result.verdict == "clean"
+    assert result.not_analysed == ["train_gpt.py:6: native code loaded at run time (`ctypes.CDLL` in `score`) "
+                                   "is not analysed"]
+    assert type(result).from_json(json.loads(json.dumps(result.to_json()))) == result
+    shown = CliRunner().invoke(app, ["classify", str(script)]).output
+    assert "not analysed (the verdict does not cover it):\n  train_gpt.py:6: native code" in shown

@@ -106,6 +106,19 @@ def test_clean_record_folder(tmp_path):
     assert NOT_A_RULING.search(md)
 
 
+def test_native_code_is_listed_under_not_checked(tmp_path):
+    folder = tmp_path / "native_record"
+    folder.mkdir()
+    (folder / "train_gpt.py").write_text(
+        "import ctypes\n\n"
+        "def score():\n"
+        "    return ctypes.CDLL('./scorer.so').score()\n\n"
+        "if __name__ == '__main__':\n"
+        "    print(f'val_bpb:{score():.4f}')\n")
+    section = review_folder(folder, use_cache=False).markdown.split("### Not checked", 1)[1]
+    assert "- train_gpt.py:4: native code loaded at run time (`ctypes.CDLL` in `score`) is not analysed" in section
+
+
 def test_code_that_cannot_be_analysed_is_named_in_the_verdict(tmp_path):
     folder = tmp_path / "records" / "empty"
     folder.mkdir(parents=True)

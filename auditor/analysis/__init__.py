@@ -194,12 +194,33 @@ class Analysis:
         try:
             scope = self._build_scope(function)
         except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError):
-            # libcst is stricter than ast on some minified code (`else()`, `and'x'`): the
-            # function cannot be inspected by rules, which then see no statements in it.
-            scope = Scope(function, [], {}, [cst.Module(body=[])])
-            self.unparsed.append(function)
+            # libcst is stricter than ast on some minified code (`else()`, `and'x'`): read
+            # the function as ast prints it back (the same statements, so lines still pair);
+            # failing that, rules see no statements in it, and the result says so.
+            scope = self._scope_from_unparse(function)
+            if scope is None:
+                scope = Scope(function, [], {}, [cst.Module(body=[])])
+                self.unparsed.append(function)
         self._scopes[function] = scope
         return scope
+
+    def _scope_from_unparse(self, function: Function) -> Scope | None:
+        if function.qualname == MODULE_SCOPE:
+            return None
+        try:
+            module = cst.parse_module(ast.unparse(function.node) + "\n")
+        except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
+            return None
+        defs: dict[int, cst.FunctionDef] = {}
+        positions = _pair_statement_lines(module.body, [function.node], defs)
+        node = defs.get(id(function.node))
+        if positions is None or node is None:
+            return None
+        for stmt_id, paired in defs.items():
+            self._cst_defs[stmt_id] = paired
+            self._enclosing_parse[stmt_id] = (module, positions)
+        body = list(node.body.body) if isinstance(node.body, cst.IndentedBlock) else [node.body]
+        return Scope(function, body, positions, [module])
 
     def _build_scope(self, function: Function) -> Scope:
         unit = function.unit

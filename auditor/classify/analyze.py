@@ -6,14 +6,17 @@ through `auditor.classify.runner`, which runs each submission in a worker proces
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 
 from auditor import __version__
 from auditor.analysis import Analysis, analyze_source
+from auditor.analysis.index import call_name, own_nodes
 from auditor.classify.evidence import promote_declared_features, promote_implausible_scores
 from auditor.findings import ClassifyResult, Finding, verdict_for
 from auditor.rules import all_rules
+from auditor.rules.base import where
 from auditor.source import SourceError
 from auditor.submission import Submission, load_submission
 
@@ -72,11 +75,33 @@ def classify_submission(submission: Submission, display: str) -> ClassifyResult:
         with submission.reading():
             analysis = analyze_source(source, submission, display=display)
             findings = run_rules(analysis)
+            unread = not_analysed(analysis)
     except SourceError as exc:
         return ClassifyResult(display, sha, "error", str(exc), error_kind="input")
     except RecursionError:
         return ClassifyResult(display, sha, "error", "code is nested too deeply to analyze", error_kind="input")
-    return ClassifyResult(display, sha, verdict_for(findings), None, findings)
+    return ClassifyResult(display, sha, verdict_for(findings), None, findings, not_analysed=unread)
+
+
+# Calls that load native code: a shared library (often compiled from C source held in a
+# string) or C++ built inline. What it computes is invisible to the rules.
+_NATIVE_LOADERS = frozenset({"CDLL", "PyDLL", "LoadLibrary", "load_inline", "FFI"})
+
+
+def not_analysed(analysis: Analysis) -> list[str]:
+    """What the rules could not look into, one plain sentence each."""
+    notes = []
+    for function in analysis.index.functions:
+        for node in own_nodes(function):
+            if node.__class__ is ast.Call and call_name(node).rsplit(".", 1)[-1] in _NATIVE_LOADERS:
+                live, why = analysis.live(function, node.lineno)
+                notes.append(f"{Path(function.unit.display).name}:{node.lineno}: native code loaded at run time "
+                             f"(`{ast.unparse(node.func)[:60]}` in {where(function)}) is not analysed"
+                             + ("" if live else f" (dormant: {why})"))
+    for function in analysis.unparsed:
+        notes.append(f"{Path(function.unit.display).name}:{function.lineno}: {where(function)} could not be parsed "
+                     "by the rules' parser (libcst), so no rule looked inside it")
+    return notes
 
 
 def display_name(path: str | Path, submission: Submission) -> str:

@@ -340,6 +340,7 @@ def _not_checked(classify: ClassifyResult, claims: ClaimsResult | None, smoke: S
         out.append("Static analysis covers only these rules: " + ", ".join(f"`{r}`" for r in rule_ids())
                    + ". Anything else (tokenizer or dataset changes, downloads at evaluation time, "
                    "what the logs do not show) was not checked.")
+        out.extend(inline(note) for note in classify.not_analysed)
     if claims is None:
         out.append("Claims (submission.json, README table, logs) were not checked.")
     elif claims.error:

@@ -40,6 +40,9 @@ def classify_text(results: list[ClassifyResult]) -> str:
             out.append("  dormant (present but not run under the run configuration; not a violation):")
             for finding in dormant:
                 out.append(f"  {finding.path or result.path}:{finding.line} {finding.rule} {finding.message}")
+        if result.not_analysed:
+            out.append("  not analysed (the verdict does not cover it):")
+            out.extend(f"  {note}" for note in result.not_analysed)
     flagged = sum(r.verdict == "flag" for r in results)
     errors = sum(r.verdict == "error" for r in results)
     if len(results) > 1:
