@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,17 @@ def test_code_edited_after_the_run():
     found = violations("code_edited", "code_size")
     assert len(found) == 1
     assert found[0].claimed == 93 and found[0].observed == 67
+
+
+def test_a_trailing_newline_is_a_warning_not_an_edit(tmp_path):
+    folder = tmp_path / "clean"
+    shutil.copytree(FIXTURES / "clean", folder)
+    script = folder / "train_gpt.py"
+    script.write_bytes(script.read_bytes() + b"\n")
+    result = check_claims(folder)
+    [found] = [f for f in result.findings if f.check == "code_size"]
+    assert found.severity == "warning"
+    assert "(+1): likely only a trailing newline" in found.message
 
 
 def test_artifact_one_byte_over_the_cap():
