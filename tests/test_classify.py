@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from auditor.classify import cache_dir, classify_path, classify_paths
 from auditor.cli import app
+from auditor.rules.min_nll_selection import _PICK
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures" / "classify"
@@ -445,27 +446,10 @@ def test_a_launcher_command_passes_its_env_list_into_the_run_configuration():
     assert readme_env(readme) == {"TTT_ENABLED": "1", "TTT_EPOCHS": "25", "TTT_FREEZE_BLOCKS": "0"}
 
 
-_PICK_BY_TRUE_TOKEN = '''
-import math
-import numpy as np
-
-def pick_lower(logp, counts, seq):
-    kept = -logp[np.arange(len(seq) - 1), seq[1:]]
-    sizes = [(0 if c == 0 else c)for c in counts]  # minified: libcst cannot read this function as written
-    for i in range(len(seq) - 1):
-        ctx, nxt = int(seq[i]), int(seq[i + 1])
-        row = counts.setdefault(ctx, {})
-        other = -math.log((row.get(nxt, 0) + 1) / (sum(row.values()) + 1024))
-        previous = kept[i]
-        if other < previous:
-            kept[i] = other
-        row[nxt] = row.get(nxt, 0) + 1
-    return float(kept.sum())
-
-if __name__ == "__main__":
-    seq = np.fromfile("fineweb_val_000000.bin", dtype=np.uint16)
-    print(f"val_bpb:{pick_lower(np.zeros((len(seq) - 1, 1024)), {}, seq):.4f}")
-'''
+# min-nll-selection's illegal example with one minified line that libcst rejects as written
+_PICK_BY_TRUE_TOKEN = _PICK.replace("{choice}", "other < previous:").replace(
+    "    for i in range(len(seq) - 1):\n",
+    "    sizes = [(0 if c == 0 else c)for c in counts]\n    for i in range(len(seq) - 1):\n", 1)
 
 
 def test_a_function_libcst_cannot_read_as_written_is_judged_as_ast_prints_it(tmp_path):
