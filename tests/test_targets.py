@@ -42,3 +42,24 @@ def test_a_gather_of_one_entry_per_position_reads_the_target():
     assert "y" in analysis.taint.target_names.get(evaluate, set())
     layer = next(f for f in analysis.index.functions if f.qualname == "Dechunk.forward")
     assert "index" not in analysis.taint.target_names.get(layer, set())
+
+
+def test_a_builtin_min_or_max_carries_its_arguments_data():
+    """`max(count, 1)` of the target's count is still the target's count (a floor, not a size)."""
+    analysis = analyze_text('''
+import math
+import numpy as np
+
+def cache_nll(counts, seq):
+    total = 0.0
+    for i in range(len(seq) - 1):
+        ctx, nxt = int(seq[i]), int(seq[i + 1])
+        floored = max(counts.get(ctx, {}).get(nxt, 0), 1)
+        total -= math.log(floored / 1024)
+    return total
+
+if __name__ == "__main__":
+    print(f"val_bpb:{cache_nll({}, np.fromfile('fineweb_val_000000.bin', dtype=np.uint16)):.4f}")
+''')
+    function = next(f for f in analysis.index.functions if f.name == "cache_nll")
+    assert "floored" in analysis.taint.of(function, "target")

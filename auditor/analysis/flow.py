@@ -38,7 +38,7 @@ _ENV_GETTERS = {"get", "getenv", "environ"}
 # Calls whose result does not carry the data onward (sizes, shapes, dtypes, devices).
 # (`zip` and `enumerate` carry their sequences' data: a loop head binds them element-wise,
 # any other use, `iter(zip(a, b))` of a for rewritten as a while, carries all of it)
-_OPAQUE_CALLS = {"len", "numel", "size", "isinstance", "print", "range", "str", "repr", "type", "min", "max",
+_OPAQUE_CALLS = {"len", "numel", "size", "isinstance", "print", "range", "str", "repr", "type",
                  "hasattr", "getattr", "id", "bool"}
 # Losses whose second argument (or `target=`) is the token being predicted.
 _LOSS_TARGET_ARG = {"cross_entropy": 1, "nll_loss": 1, "binary_cross_entropy": 1}
