@@ -174,11 +174,7 @@ class Analysis:
             text = "\n".join(unit.lines[start - 1:end]) + "\n"
             module = cst.parse_module("if 1:\n" + text if indented else text)
             body = module.body[0].body.body if indented else module.body
-            defs: dict[int, cst.FunctionDef] = {}
-            positions = _pair_statement_lines(body, statements, defs)
-            for stmt_id, node in defs.items() if positions is not None else ():
-                self._cst_defs[stmt_id] = node
-                self._enclosing_parse[stmt_id] = (module, positions)
+            positions = self._pair(module, body, statements)
             if positions is None:
                 raw = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
                 offset = start - 1 - indented
@@ -187,6 +183,16 @@ class Analysis:
                                                   cst.SimpleStatementLine))}
             self._cst_cache[key] = (module, positions)
         return self._cst_cache[key]
+
+    def _pair(self, module: cst.Module, body, statements: list[ast.stmt]) -> dict[int, tuple[int, int]] | None:
+        """Statement lines of a parse (None if it does not pair with the ast); the defs it
+        holds are recorded with it, so their scopes reuse this parse."""
+        defs: dict[int, cst.FunctionDef] = {}
+        positions = _pair_statement_lines(body, statements, defs)
+        for stmt_id, node in defs.items() if positions is not None else ():
+            self._cst_defs[stmt_id] = node
+            self._enclosing_parse[stmt_id] = (module, positions)
+        return positions
 
     def scope(self, function: Function) -> Scope:
         if function in self._scopes:
@@ -211,14 +217,10 @@ class Analysis:
             module = cst.parse_module(ast.unparse(function.node) + "\n")
         except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
             return None
-        defs: dict[int, cst.FunctionDef] = {}
-        positions = _pair_statement_lines(module.body, [function.node], defs)
-        node = defs.get(id(function.node))
+        positions = self._pair(module, module.body, [function.node])
+        node = self._cst_defs.get(id(function.node))
         if positions is None or node is None:
             return None
-        for stmt_id, paired in defs.items():
-            self._cst_defs[stmt_id] = paired
-            self._enclosing_parse[stmt_id] = (module, positions)
         body = list(node.body.body) if isinstance(node.body, cst.IndentedBlock) else [node.body]
         return Scope(function, body, positions, [module])
 
