@@ -17,7 +17,7 @@ import re
 import libcst as cst
 
 from auditor.analysis import code_children
-from auditor.analysis.index import own_nodes
+from auditor.analysis.index import call_name, own_nodes
 from auditor.analysis.adaptation import _node_roots, adaptations
 from auditor.analysis.flow import TARGET, VAL
 from auditor.analysis.values import _facts
@@ -101,7 +101,7 @@ class MinNllSelection(Rule):
                 body_targets = {n for stmt in _statements(node.body)
                                 for n in _target_roots(stmt, elements_only=per_token_only)}
                 # the branch keeps the lower value in one of the compared names (a running best)
-                if per_token_only and not _log_derived(function, compared, scope.code(node.test)):
+                if per_token_only and not _log_derived(function, compared, node.test):
                     continue  # counts or sizes compared position by position (a PPM table's max count)
                 copies = not per_token_only and _copies_into(node.body, compared)
                 if (body_targets & compared or copies) and (body_targets | compared) & score:
@@ -181,19 +181,25 @@ def _index_names(scope) -> set[str]:
 
 
 # what makes a value a loss: it went through a logarithm (a log-probability, an NLL)
-_LOG_CALL = re.compile(r"\b(log|log2|log10|log1p|log_softmax|logsumexp|logaddexp|cross_entropy|nll_loss)\s*\(")
+_LOG_CALLS = frozenset({"log", "log2", "log10", "log1p", "log_softmax", "logsumexp", "logaddexp", "cross_entropy",
+                        "nll_loss"})
 
 
-def _log_derived(function, names: set[str], test_code: str) -> bool:
+def _log_derived(function, names: set[str], test: cst.CSTNode) -> bool:
     """Whether the compared values are losses: the test, or an assignment in the function to
     one of the names it reads (here, through `compared`'s sources), calls a logarithm."""
-    if _LOG_CALL.search(test_code):
-        return True
+    stack = [test]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is cst.Call and full_name(node.func).rsplit(".", 1)[-1] in _LOG_CALLS:
+            return True
+        stack.extend(code_children(node))
     for node in own_nodes(function):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             written = {sub.id for target in targets for sub in ast.walk(target) if isinstance(sub, ast.Name)}
-            if written & names and _LOG_CALL.search(ast.unparse(node.value)):
+            if written & names and any(sub.__class__ is ast.Call and call_name(sub).rsplit(".", 1)[-1] in _LOG_CALLS
+                                       for sub in ast.walk(node.value)):
                 return True
     return False
 
