@@ -41,16 +41,17 @@ def _is_log1p_exp(node: cst.CSTNode) -> bool:
     name = full_name(node.func).rsplit(".", 1)[-1]
     inner = node.args[0].value
     if name == "log" and inner.__class__ is cst.BinaryOperation and inner.operator.__class__ is cst.Add \
-            and isinstance(inner.left, (cst.Integer, cst.Float)) and inner.left.value in ("1", "1.0", "1."):
+            and _is_one(inner.left):
         name, inner = "log1p", inner.right
     return name == "log1p" and inner.__class__ is cst.Call and full_name(inner.func).rsplit(".", 1)[-1] == "exp"
 
 
+def _is_one(node: cst.CSTNode) -> bool:
+    return isinstance(node, (cst.Integer, cst.Float)) and node.value in ("1", "1.0", "1.")
+
+
 def _is_one_minus(node: cst.CSTNode) -> bool:
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract):
-        left = node.left
-        return isinstance(left, (cst.Integer, cst.Float)) and left.value in ("1", "1.0", "1.")
-    return False
+    return isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract) and _is_one(node.left)
 
 
 class NgramUnnormalized(Rule):
@@ -113,15 +114,13 @@ class NgramUnnormalized(Rule):
                    for side in (left, right)):
                 if any(_is_one_minus(f) for side in (left, right) for f in (side.left, side.right)):
                     return [left, right]
-        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
             # log-sum-exp written by hand: exp(lp_a + log(1 - a) - m) + exp(lp_b + log(a) - m)
-            sides = [node.left, node.right]
+            sides = [left, right]
             if all(isinstance(side, cst.Call) and full_name(side.func).rsplit(".", 1)[-1] == "exp" and side.args
                    for side in sides):
                 return [side.args[0].value for side in sides]
-        if kind is cst.BinaryOperation and node.operator.__class__ is cst.Add:
             # log-add-exp written by hand: max(a, b) + log1p(exp(-abs(a - b)))
-            for peak, tail in ((node.left, node.right), (node.right, node.left)):
+            for peak, tail in ((left, right), (right, left)):
                 if peak.__class__ is cst.Call and MAXIMUM.search(full_name(peak.func)) and len(peak.args) == 2 \
                         and _is_log1p_exp(tail):
                     return [a.value for a in peak.args]
