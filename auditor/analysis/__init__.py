@@ -146,8 +146,8 @@ class Analysis:
     _node_code: dict[tuple[int, int], tuple] = field(default_factory=dict)  # libcst node -> its ast, for kinds()
     _memo: dict[str, object] = field(default_factory=dict)
     _flow: _Flow | None = None  # answers kinds()
-    _cst_defs: dict[int, cst.FunctionDef] = field(default_factory=dict)  # id(ast def) -> libcst def
-    _enclosing_parse: dict[int, tuple] = field(default_factory=dict)  # id(ast def) -> parse that holds it
+    # id(ast def) -> (its libcst def, the parse that holds it, that parse's statement lines)
+    _cst_defs: dict[int, tuple[cst.FunctionDef, cst.Module, dict]] = field(default_factory=dict)
 
     @property
     def main(self) -> Unit:
@@ -190,8 +190,7 @@ class Analysis:
         defs: dict[int, cst.FunctionDef] = {}
         positions = _pair_statement_lines(body, statements, defs)
         for stmt_id, node in defs.items() if positions is not None else ():
-            self._cst_defs[stmt_id] = node
-            self._enclosing_parse[stmt_id] = (module, positions)
+            self._cst_defs[stmt_id] = (node, module, positions)
         return positions
 
     def scope(self, function: Function) -> Scope:
@@ -217,10 +216,9 @@ class Analysis:
             module = cst.parse_module(ast.unparse(function.node) + "\n")
         except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
             return None
-        positions = self._pair(module, module.body, [function.node])
-        node = self._cst_defs.get(id(function.node))
-        if positions is None or node is None:
+        if self._pair(module, module.body, [function.node]) is None or id(function.node) not in self._cst_defs:
             return None
+        node, module, positions = self._cst_defs[id(function.node)]
         body = list(node.body.body) if isinstance(node.body, cst.IndentedBlock) else [node.body]
         return Scope(function, body, positions, [module])
 
@@ -249,14 +247,15 @@ class Analysis:
             scope = Scope(function, statements, positions, modules or [cst.Module(body=[])])
         else:
             # its own def, not the whole top-level statement (a class of twenty methods for one)
-            node = self._cst_defs.get(id(function.node))
-            if node is not None:  # paired when an enclosing scope was parsed
-                module, positions = self._enclosing_parse[id(function.node)]
+            paired = self._cst_defs.get(id(function.node))  # when an enclosing scope's parse paired it
+            if paired is not None:
+                node, module, positions = paired
             else:
                 indented = function.node.col_offset > 0
                 module, positions = self._parse_span(unit, _first_line(function.node), function.node.end_lineno,
                                                      [function.node], indented)
-                node = self._cst_defs.get(id(function.node)) or _find_def(module, positions, function)
+                paired = self._cst_defs.get(id(function.node))
+                node = paired[0] if paired is not None else _find_def(module, positions, function)
             body = list(node.body.body) if node is not None and isinstance(node.body, cst.IndentedBlock) else (
                 [node.body] if node is not None else [])
             scope = Scope(function, body, positions, [module])
