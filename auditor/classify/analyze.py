@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from pathlib import Path
 
 from auditor import __version__
@@ -86,12 +87,15 @@ def classify_submission(submission: Submission, display: str) -> ClassifyResult:
 # Calls that load native code: a shared library (often compiled from C source held in a
 # string) or C++ built inline. What it computes is invisible to the rules.
 _NATIVE_LOADERS = frozenset({"CDLL", "PyDLL", "LoadLibrary", "load_inline", "FFI"})
+_NATIVE_HINT = re.compile("|".join(sorted(_NATIVE_LOADERS)))
 
 
 def not_analysed(analysis: Analysis) -> list[str]:
     """What the rules could not look into, one plain sentence each."""
     notes = []
-    for function in analysis.index.functions:
+    # (a file whose text names no loader holds no such call: its nodes are not walked)
+    units = {id(unit) for unit in analysis.index.units if _NATIVE_HINT.search(unit.text)}
+    for function in (f for f in analysis.index.functions if id(f.unit) in units):
         for node in own_nodes(function):
             if node.__class__ is ast.Call and call_name(node).rsplit(".", 1)[-1] in _NATIVE_LOADERS:
                 live, why = analysis.live(function, node.lineno)
