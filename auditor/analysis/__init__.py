@@ -21,7 +21,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from auditor.analysis.config import Config, build_config, env_helpers
 from auditor.analysis.flow import Taint, _Flow, compute_flow
-from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, Index, Unit, build_index, child_nodes, own_nodes
 from auditor.analysis.reach import Reach, compute_reach
 from auditor.analysis.values import Score, compute_score
 from auditor.source import Source, SourceError, decode_text, parse_python, read_bytes_checked
@@ -119,6 +119,73 @@ class Scope:
         self._nodes, self._parents = nodes, parents
 
 
+@dataclass
+class AstScope:
+    """One function's own code as ast nodes (nested defs, classes and lambdas left out)."""
+
+    function: Function
+    statements: list[ast.stmt]
+    _nodes: list[ast.AST] | None = None
+    _parents: dict[int, ast.AST] | None = None
+
+    def lines(self, node: ast.AST) -> tuple[int, int]:
+        """(first, last) line of the statement that holds `node`, in the file."""
+        current = node
+        while current is not None:
+            if isinstance(current, ast.stmt):
+                return (current.lineno, current.end_lineno or current.lineno)
+            current = self.parent(current)
+        return (self.function.lineno, self.function.lineno)
+
+    def code(self, node: ast.AST) -> str:
+        return source_segment(self.function.unit, node)
+
+    def walk(self) -> list[ast.AST]:
+        """Every node of the function's own code, in source order."""
+        if self._nodes is None:
+            self._walk_once()
+        return self._nodes
+
+    def parent(self, node: ast.AST) -> ast.AST | None:
+        if self._parents is None:
+            self._walk_once()
+        return self._parents.get(id(node))
+
+    def _walk_once(self) -> None:
+        nodes, parents = [], {}
+        stack = [(node, None) for node in reversed(self.statements) if node.__class__ not in _AST_NOT_WALKED]
+        while stack:
+            node, parent = stack.pop()
+            nodes.append(node)
+            if parent is not None:
+                parents[id(node)] = parent
+            for child in reversed(child_nodes(node)):
+                if child.__class__ not in _AST_NOT_WALKED:
+                    stack.append((child, node))
+        self._nodes, self._parents = nodes, parents
+
+
+# what an AstScope's walk skips with its subtree: the code of a function of its own, and
+# contexts and operators (ast shares one instance of each across the tree: no parent)
+_AST_NOT_WALKED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.Load, ast.Store,
+                             ast.Del, *(cls for base in (ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
+                                        for cls in base.__subclasses__())})
+
+
+def source_segment(unit: Unit, node: ast.AST) -> str:
+    """The text of `node` as written (ast's offsets count UTF-8 bytes)."""
+    first, last = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+    if first is None or last is None:
+        return ast.unparse(node)
+    lines = [line.encode() for line in unit.lines[first - 1:last]]
+    if not lines:
+        return ""
+    if len(lines) == 1:
+        return lines[0][node.col_offset:node.end_col_offset].decode(errors="replace")
+    lines[0], lines[-1] = lines[0][node.col_offset:], lines[-1][:node.end_col_offset]
+    return b"\n".join(lines).decode(errors="replace")
+
+
 # libcst's layout classes: whitespace, newlines, comments (with only more layout inside)
 _LAYOUT = frozenset({cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.TrailingWhitespace, cst.Newline,
                      cst.EmptyLine, cst.Comment})
@@ -148,6 +215,7 @@ class Analysis:
     _flow: _Flow | None = None  # answers kinds()
     # id(ast def) -> (its libcst def, the parse that holds it, that parse's statement lines)
     _cst_defs: dict[int, tuple[cst.FunctionDef, cst.Module, dict]] = field(default_factory=dict)
+    _ast_scopes: dict[Function, AstScope] = field(default_factory=dict)
 
     @property
     def main(self) -> Unit:
@@ -261,13 +329,26 @@ class Analysis:
             scope = Scope(function, body, positions, [module])
         return scope
 
+    def ast_scope(self, function: Function) -> AstScope:
+        scope = self._ast_scopes.get(function)
+        if scope is None:
+            if function.qualname == MODULE_SCOPE:
+                # imports and constant tables hold nothing a rule looks for
+                statements = [stmt for stmt in function.body() if not isinstance(stmt, (ast.Import, ast.ImportFrom))
+                              and any(n.__class__ is ast.Call for n in ast.walk(stmt))]
+            else:
+                statements = list(function.node.body)
+            scope = self._ast_scopes[function] = AstScope(function, statements)
+        return scope
+
     # --- questions rules ask --------------------------------------------------------
 
     def kinds(self, function: Function, expr: cst.CSTNode | ast.AST, scope: Scope | None = None,
               line: int | None = None, intrinsic: bool = False) -> set[str]:
         """Taint kinds ('val', 'train') an expression carries in a function (at `line`)."""
         if line is None and isinstance(expr, ast.AST):
-            line = getattr(expr, "lineno", None)
+            # in a scope, the line of the statement that holds it (a loop body's own lines)
+            line = scope.lines(expr)[0] if isinstance(scope, AstScope) else getattr(expr, "lineno", None)
         elif line is None and scope is not None:
             line = scope.lines(expr)[0]
         if isinstance(expr, cst.CSTNode):

@@ -217,3 +217,26 @@ def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: 
                 for grandchild in ast.iter_child_nodes(child):
                     if isinstance(grandchild, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                         _index_stmt(index, unit, grandchild, top, prefix, cls, parent)
+
+
+_NOT_NAMES = frozenset({"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"})
+
+
+def node_roots(node: ast.AST) -> set[str]:
+    """The names an expression holds, `a` of `a.b.c` (keyword and lambda parameter names
+    included: they name what is passed)."""
+    found, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        cls = current.__class__
+        if cls is ast.Name:
+            found.add(current.id)
+        elif cls is ast.Attribute:
+            stack.append(current.value)  # the attribute's own name is not a variable
+        else:
+            if cls is ast.keyword and current.arg is not None:
+                found.add(current.arg)
+            elif cls is ast.arg:
+                found.add(current.arg)
+            stack.extend(child_nodes(current))
+    return found - _NOT_NAMES
