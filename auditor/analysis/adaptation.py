@@ -18,12 +18,9 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-import libcst as cst
-from libcst.helpers import get_full_name_for_node
-
-from auditor.analysis import Analysis, Scope
+from auditor.analysis import Analysis, AstScope
 from auditor.analysis.flow import TARGET, TRAIN, VAL
-from auditor.analysis.index import Function, own_nodes
+from auditor.analysis.index import Function, child_nodes, node_roots, own_nodes, walk
 
 OPTIMIZER = re.compile(r"(?:^|\.)(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Adafactor|Lion)$|optim\.\w+$")
 NO_GRAD = re.compile(r"(no_grad|inference_mode)")
@@ -33,16 +30,16 @@ ORDER_RANK = {"score-first": 0, "no-score": 1, "train-first": 2, "epoch-rescore"
 
 @dataclass
 class Event:
-    node: cst.CSTNode
+    node: ast.AST
     line: int
-    loops: list[cst.CSTNode]  # enclosing For/While, innermost first
+    loops: list[ast.AST]  # enclosing For/While, innermost first
     no_grad: bool = False
 
 
 @dataclass
 class Adaptation:
     function: Function
-    scope: Scope
+    scope: AstScope
     updates: list[Event]
     scores: list[Event]
     order: str
@@ -63,33 +60,65 @@ class Adaptation:
         return not self.local_only and not self.is_slot
 
 
-def _context(node: cst.CSTNode, scope: Scope) -> tuple[list[cst.CSTNode], bool]:
+_LOOPS = frozenset({ast.For, ast.AsyncFor, ast.While})
+_WITHS = frozenset({ast.With, ast.AsyncWith})
+
+
+def _context(node: ast.AST, scope: AstScope) -> tuple[list[ast.AST], bool]:
     loops, no_grad = [], False
     current = scope.parent(node)
     while current is not None:
-        kind = current.__class__  # (libcst's classes have no subclasses; its isinstance is slow)
-        if kind is cst.For or kind is cst.While:
+        kind = current.__class__
+        if kind in _LOOPS:
             loops.append(current)
-        elif kind is cst.With:
+        elif kind in _WITHS:
             for item in current.items:
-                name = get_full_name_for_node(item.item.func if isinstance(item.item, cst.Call) else item.item) or ""
-                if NO_GRAD.search(name):
+                if NO_GRAD.search(_name(item.context_expr)):
                     no_grad = True
         current = scope.parent(current)
     return loops, no_grad
 
 
-def _name(node: cst.CSTNode | None) -> str:
+def full_name_of(node: ast.AST | None) -> str:
+    """`a.b.c` for a name or attribute chain, the callee's of a call, the container's of a
+    subscript; "" for anything else (libcst's get_full_name_for_node, on ast: True, False
+    and None are names there, and an attribute of anything else is `None.attr`)."""
     if node is None:
         return ""
-    return get_full_name_for_node(node) or ""
+    cls = node.__class__
+    if cls is ast.Name:
+        return node.id
+    if cls is ast.Attribute:
+        return f"{full_name_of(node.value) or None}.{node.attr}"
+    if cls is ast.Call:
+        return full_name_of(node.func)
+    if cls is ast.Subscript:
+        return full_name_of(node.value)
+    if cls is ast.Constant and (node.value is None or node.value is True or node.value is False):
+        return str(node.value)
+    return ""
+
+
+_name = full_name_of
+
+
+def call_args(call: ast.Call) -> list[ast.AST]:
+    """A call's argument values in source order, keyword and starred ones included
+    (`f(*xs, k=v)` gives `xs`, `v`): what libcst's `Call.args` held."""
+    values = [a.value if a.__class__ is ast.Starred else a for a in call.args]
+    if call.keywords:
+        values.extend(k.value for k in call.keywords)
+        if call.args and call.args[-1].__class__ is ast.Starred:
+            # a `*xs` may follow keywords: put everything back in the order it was written
+            values.sort(key=lambda v: (v.lineno, v.col_offset))
+    return values
 
 
 def _leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _score_event(node: cst.CSTNode, scope: Scope, score_names: set[str], accumulating: set[str],
+def _score_event(node: ast.AST, scope: AstScope, score_names: set[str], accumulating: set[str],
                  analysis: Analysis | None = None) -> bool:
     """A statement that adds a loss to the reported score: an in-place write of a value
     computed from the targets (or from validation data through a computation) into a value
@@ -97,51 +126,47 @@ def _score_event(node: cst.CSTNode, scope: Scope, score_names: set[str], accumul
     a call that hands such a value to a helper which accumulates into it. Copying input
     tokens into a batch buffer is no score."""
     kind = node.__class__
-    if kind is not cst.AugAssign and kind is not cst.Call and kind is not cst.Assign:
-        return False  # (exact class checks: isinstance on libcst's abstract bases is slow)
+    if kind is not ast.AugAssign and kind is not ast.Call and kind is not ast.Assign:
+        return False
 
-    def scored(value: cst.CSTNode) -> bool:
+    def scored(value: ast.AST) -> bool:
         if analysis is None:
             return True
-        if isinstance(value, cst.Subscript) and VAL in analysis.kinds(scope.function, value.value, scope):
+        if isinstance(value, ast.Subscript) and VAL in analysis.kinds(scope.function, value.value, scope):
             return False  # the tokens themselves copied into a buffer, not a loss
         kinds = analysis.kinds(scope.function, value, scope)
         if TARGET in kinds:
             return True
-        return VAL in kinds and not isinstance(value, (cst.Subscript, cst.Name, cst.Attribute)) and any(
-            isinstance(n, cst.Call) for n in _subnodes(value))
+        return VAL in kinds and not _is_name_like(value) and any(isinstance(n, ast.Call) for n in walk(value))
 
-    if isinstance(node, cst.AugAssign) and isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
+    if kind is ast.AugAssign and isinstance(node.op, (ast.Add, ast.Sub)):
         return _score_root(node.target) in score_names and scored(node.value)
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-        if node.func.attr.value in ("add_", "index_add_", "scatter_add_", "append", "extend") \
-                and _score_root(node.func.value) in score_names and node.args:
-            return any(scored(a.value) for a in node.args)
-    if isinstance(node, cst.Call) and isinstance(scope.parent(node), cst.Expr):
-        if _leaf(_name(node.func)) in accumulating and any(_score_root(a.value) in score_names for a in node.args):
-            return any(scored(a.value) for a in node.args)
-    if isinstance(node, cst.Assign):
+    if kind is ast.Call and isinstance(node.func, ast.Attribute):
+        args = call_args(node)
+        if node.func.attr in ("add_", "index_add_", "scatter_add_", "append", "extend") \
+                and _score_root(node.func.value) in score_names and args:
+            return any(scored(a) for a in args)
+    if kind is ast.Call and isinstance(scope.parent(node), ast.Expr):
+        args = call_args(node)
+        if _leaf(_name(node.func)) in accumulating and any(_score_root(a) in score_names for a in args):
+            return any(scored(a) for a in args)
+    if kind is ast.Assign:
         for target in node.targets:
-            if isinstance(target.target, cst.Subscript) and _score_root(target.target) in score_names:
+            if isinstance(target, ast.Subscript) and _score_root(target) in score_names:
                 return scored(node.value)
     return False
 
 
-def _subnodes(node: cst.CSTNode):
-    """The code nodes under `node` (layout left out: callers look for calls)."""
-    from auditor.analysis import code_children
-
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(code_children(current))
+def _is_name_like(node: ast.AST) -> bool:
+    """A subscript, name or attribute as libcst reads them (True, False and None are names there)."""
+    return isinstance(node, (ast.Subscript, ast.Name, ast.Attribute)) or (
+        node.__class__ is ast.Constant and (node.value is None or node.value is True or node.value is False))
 
 
-def _score_root(node: cst.CSTNode) -> str:
+def _score_root(node: ast.AST) -> str:
     """The accumulated value's name as values.py keys it: `s` of `s[i]`, `self.s` of `self.s.x`."""
-    while isinstance(node, (cst.Subscript, cst.Call)):
-        node = node.value if isinstance(node, cst.Subscript) else node.func.value if isinstance(node.func, cst.Attribute) else node.func
+    while isinstance(node, (ast.Subscript, ast.Call)):
+        node = node.value if isinstance(node, ast.Subscript) else node.func.value if isinstance(node.func, ast.Attribute) else node.func
     name = _name(node)
     parts = name.split(".")
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
@@ -186,23 +211,27 @@ def _accumulating_helpers(analysis: Analysis) -> set[str]:
 _NOT_NAMES = {"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"}
 
 
-def _node_roots(node: cst.CSTNode) -> set[str]:
-    """The names an expression reads, `a` of `a.b.c` (from the tree, without generating code)."""
+def _node_roots(node) -> set[str]:
+    """The names an expression reads, `a` of `a.b.c`: index.node_roots."""
+    if isinstance(node, ast.AST):
+        return node_roots(node)
+    # A libcst node: min_nll_selection's, until that rule moves to ast (then this part goes).
     from auditor.analysis import code_children
 
     found, stack = set(), [node]
     while stack:
         current = stack.pop()
-        if current.__class__ is cst.Name:
+        kind = current.__class__.__name__
+        if kind == "Name":
             found.add(current.value)
-        elif current.__class__ is cst.Attribute:
+        elif kind == "Attribute":
             stack.append(current.value)  # the attribute's own name is not a variable
         else:
             stack.extend(code_children(current))  # (no name in layout)
     return found - _NOT_NAMES
 
 
-def _local_sources(scope: Scope, classes: set[str] = frozenset(),
+def _local_sources(scope: AstScope, classes: set[str] = frozenset(),
                    functions: set[str] = frozenset()) -> dict[str, set[str]]:
     """For each local name, the names its value is made of: assignments, `.append(x)`,
     `.extend(xs)`, and loop variables. A constructor call (one of the submission's classes,
@@ -212,25 +241,25 @@ def _local_sources(scope: Scope, classes: set[str] = frozenset(),
     sources: dict[str, set[str]] = {}
     for node in scope.walk():
         kind = node.__class__
-        if kind is cst.Assign:
+        if kind is ast.Assign:
             base = node.value  # the call a chain starts with: `Lora(...).to(device)` is built here
-            while isinstance(base, cst.Call) and isinstance(base.func, cst.Attribute) and isinstance(base.func.value, cst.Call):
+            while isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute) and isinstance(base.func.value, ast.Call):
                 base = base.func.value
-            called = _leaf(_name(base.func)) if isinstance(base, cst.Call) else ""
+            called = _leaf(_name(base.func)) if isinstance(base, ast.Call) else ""
             built = called in classes or (called[:1].isupper() and called not in functions)
             parts = set() if built else _node_roots(node.value)
             for target in node.targets:
-                for name in _node_roots(target.target):
+                for name in _node_roots(target):
                     sources.setdefault(name, set()).update(parts)
-        elif kind is cst.For:
+        elif kind is ast.For or kind is ast.AsyncFor:
             parts = _node_roots(node.iter)
             for name in _node_roots(node.target):
                 sources.setdefault(name, set()).update(parts)
-        elif (kind is cst.Call and isinstance(node.func, cst.Attribute)
-              and node.func.attr.value in ("append", "extend", "add") and node.args):
+        elif (kind is ast.Call and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("append", "extend", "add") and (node.args or node.keywords)):
             owner = _name(node.func.value).split(".")[0]
             if owner:
-                sources.setdefault(owner, set()).update(_node_roots(node.args[0].value))
+                sources.setdefault(owner, set()).update(_node_roots(call_args(node)[0]))
     return sources
 
 
@@ -245,9 +274,9 @@ def _closure(names: set[str], sources: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _optimizer_calls(scope: Scope, analysis: Analysis | None = None) -> list[cst.Call]:
+def _optimizer_calls(scope: AstScope, analysis: Analysis | None = None) -> list[ast.Call]:
     own = _optimizer_classes(analysis) if analysis is not None else set()
-    return [node for node in scope.walk() if node.__class__ is cst.Call
+    return [node for node in scope.walk() if node.__class__ is ast.Call
             and (OPTIMIZER.search(_name(node.func)) or _leaf(_name(node.func)) in own)
             and "lr_scheduler" not in _name(node.func)]
 
@@ -270,50 +299,51 @@ def _optimizer_classes(analysis: Analysis) -> set[str]:
 _FACTORY = re.compile(r"^torch\.(zeros|ones|full|empty|randn)\w*$")
 
 
-def _requires_grad(call: cst.Call) -> bool:
+def _requires_grad(call: ast.Call) -> bool:
     """`torch.zeros(..., requires_grad=True)`, `torch.zeros(...).requires_grad_()`,
     `nn.Parameter(torch.zeros(...))`: a fresh tensor that gradients will update."""
     while True:  # along a chain: torch.zeros(..., requires_grad=True).to(device)
-        if any(a.keyword is not None and a.keyword.value == "requires_grad" and _name(a.value) == "True"
-               for a in call.args):
+        if any(k.arg == "requires_grad" and _name(k.value) == "True" for k in call.keywords):
             return True
-        if isinstance(call.func, cst.Attribute) and call.func.attr.value == "requires_grad_" and not call.args:
+        args = call_args(call)
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "requires_grad_" and not args:
             return True
-        if _name(call.func).endswith("nn.Parameter") and call.args and isinstance(call.args[0].value, cst.Call) \
-                and re.match(r"^torch\.(zeros|full|empty|randn)", _name(call.args[0].value.func)):
+        if _name(call.func).endswith("nn.Parameter") and args and isinstance(args[0], ast.Call) \
+                and re.match(r"^torch\.(zeros|full|empty|randn)", _name(args[0].func)):
             return True
-        if isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Call):
+        if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Call):
             call = call.func.value
             continue
         return False
 
 
-def _delta_names(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> set[str]:
+def _delta_names(scope: AstScope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> set[str]:
     """Tensors created here with requires_grad and handed to an optimizer built here (SLOT)."""
     created: set[str] = set()
     fresh: set[str] = set()  # tensors made here from a factory: torch.zeros(...), ...
     for node in scope.walk():
         kind = node.__class__
-        if kind is cst.Assign and len(node.targets) == 1 and isinstance(node.value, cst.Call):
-            target = _name(node.targets[0].target)
+        if kind is ast.Assign and len(node.targets) == 1 and isinstance(node.value, ast.Call):
+            target = _name(node.targets[0])
             if not target:
                 continue
             if _requires_grad(node.value):
                 created.add(target)
             if _FACTORY.match(_name(node.value.func)):
                 fresh.add(target)
-        elif kind is cst.Call and isinstance(node.func, cst.Attribute) and node.func.attr.value == "requires_grad_":
+        elif kind is ast.Call and isinstance(node.func, ast.Attribute) and node.func.attr == "requires_grad_":
             # delta.requires_grad_() on a fresh tensor; not p.requires_grad_(True) over model parameters
             if _name(node.func.value) in fresh:
                 created.add(_name(node.func.value))
     optimized: set[str] = set()
     for call in _optimizer_calls(scope, analysis):
-        if call.args:
-            optimized |= _closure(_node_roots(call.args[0].value), sources)
+        args = call_args(call)
+        if args:
+            optimized |= _closure(_node_roots(args[0]), sources)
     return created & optimized
 
 
-def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> bool:
+def _trains_local_modules_only(scope: AstScope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> bool:
     """True when every optimizer built here optimizes modules that are also built here.
 
     A compile warm-up on a throwaway LoRA, or a diagnostics probe, leaves the evaluated
@@ -328,15 +358,16 @@ def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analy
     if not optimizers:
         return False
     for call in optimizers:
-        if not call.args:
+        args = call_args(call)
+        if not args:
             return False
-        roots = _node_roots(call.args[0].value)
+        roots = _node_roots(args[0])
         if not roots or not roots <= set(sources) or _closure(roots, sources) & given:
             return False
     return True
 
 
-def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
+def _update_events(analysis: Analysis, scope: AstScope, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
     function = scope.function
     # functions visible here by name: its own closures and those of the functions around it
     enclosing, chain = set(), function
@@ -346,28 +377,29 @@ def _update_events(analysis: Analysis, scope: Scope, trainers: dict[str, Functio
     nested = {f.name for f in analysis.index.functions if f.parent in enclosing}
     events, via = [], None
     for node in scope.walk():
-        if node.__class__ is not cst.Call:
+        if node.__class__ is not ast.Call:
             continue
         func = node.func
+        args = call_args(node)
         receiver = None
-        if isinstance(func, cst.Attribute) and func.attr.value == "backward":
+        if isinstance(func, ast.Attribute) and func.attr == "backward":
             receiver = func.value
-        elif _name(func) in ("torch.autograd.grad", "autograd.grad") and node.args:
-            receiver = node.args[0].value
-        elif isinstance(func, cst.Attribute) and func.attr.value == "step" and node.args and _name(node.args[0].value) in nested:
+        elif _name(func) in ("torch.autograd.grad", "autograd.grad") and args:
+            receiver = args[0]
+        elif isinstance(func, ast.Attribute) and func.attr == "step" and args and _name(args[0]) in nested:
             # optimizer.step(closure), L-BFGS style: the backward is inside the closure
             if _function_is_val(analysis, function):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
             continue
-        elif _leaf(_name(func)) in trainers and (node.args or _is_closure_of(trainers[_leaf(_name(func))], function)):
+        elif _leaf(_name(func)) in trainers and (args or _is_closure_of(trainers[_leaf(_name(func))], function)):
             # a trainer handed validation data, or a closure of this function that trains
             # on what it reads from here
             # (an argument of training and validation data together is training on mixed
             # data: val-data-in-training's, not adaptation on the validation set)
             if _is_closure_of(trainers[_leaf(_name(func))], function) or any(
                     VAL in kinds and TRAIN not in kinds
-                    for kinds in (analysis.kinds(function, arg.value, scope) for arg in node.args)):
+                    for kinds in (analysis.kinds(function, arg, scope) for arg in args)):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
                 via = _leaf(_name(func))
@@ -429,17 +461,17 @@ def _order_for(update: Event, scores: list[Event], is_epoch) -> tuple[str, Event
 class _EpochLoops:
     """_is_epoch_loop of one scope's loops, each answered once (_classify asks per update)."""
 
-    def __init__(self, analysis: Analysis, scope: Scope):
+    def __init__(self, analysis: Analysis, scope: AstScope):
         self.analysis, self.scope, self.known = analysis, scope, {}
 
-    def __call__(self, loop: cst.CSTNode) -> bool:
+    def __call__(self, loop: ast.AST) -> bool:
         key = id(loop)
         if key not in self.known:
             self.known[key] = (loop, _is_epoch_loop(self.analysis, self.scope, loop))
         return self.known[key][1]
 
 
-def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
+def _is_epoch_loop(analysis: Analysis, scope: AstScope, loop: ast.AST) -> bool:
     """A loop that repeats the same data: it does not iterate over the data itself, and its
     variable (or anything computed from it) never selects data inside it: it indexes or
     slices nothing, bounds no inner loop, and is handed to no call together with the
@@ -447,11 +479,11 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     range(n): window = toks[i * L:(i + 1) * L]` walks the data. A `while` loop is read the
     same way: its counters (names in its test that it increments) or what it takes with
     `next(...)` are its variables."""
-    if not isinstance(loop, (cst.For, cst.While)):
+    if loop.__class__ not in _LOOPS:
         return False
     function = scope.function
     body = _loop_body(loop)
-    if isinstance(loop, cst.For):
+    if loop.__class__ is not ast.While:
         if VAL in analysis.kinds(function, loop.iter, scope):
             return False
         derived = _node_roots(loop.target)
@@ -460,22 +492,23 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
     else:
         derived, tested = set(), _node_roots(loop.test)
         for node in body:
-            if isinstance(node, cst.AugAssign) and _node_roots(node.target) & tested:
+            if isinstance(node, ast.AugAssign) and _node_roots(node.target) & tested:
                 derived |= _node_roots(node.target)
-            elif isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and _name(node.value.func) == "next":
-                if node.value.args and VAL in analysis.kinds(function, node.value.args[0].value, scope):
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _name(node.value.func) == "next":
+                args = call_args(node.value)
+                if args and VAL in analysis.kinds(function, args[0], scope):
                     return False  # it walks an iterator over the data
                 for target in node.targets:
-                    derived |= _node_roots(target.target)
+                    derived |= _node_roots(target)
         if not derived:
             return False  # nothing to tell repetition from walking: not a repeat
     # A nested helper called in the body is part of it (a loop body moved into a closure):
     # its nodes are read with it, its own questions asked in its own scope.
     owner = {id(node): function for node in body}
     for node in list(body):
-        if isinstance(node, cst.Call):
+        if isinstance(node, ast.Call):
             for closure in _called_closures(analysis, function, node):
-                inner = analysis.scope(closure).walk()
+                inner = analysis.ast_scope(closure).walk()
                 owner.update((id(n), closure) for n in inner)
                 body = body + inner
     for _ in range(3):
@@ -483,38 +516,39 @@ def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: cst.CSTNode) -> bool:
         for node in body:
             if node.__class__ in _ASSIGNMENTS and node.value is not None:
                 if _node_roots(node.value) & derived:
-                    targets = node.targets if isinstance(node, cst.Assign) else [node]
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     for target in targets:
-                        names = _node_roots(target.target) - derived
+                        names = _node_roots(target) - derived
                         if names:
                             derived |= names
                             grown = True
         if not grown:
             break
     for node in body:
-        kind = node.__class__  # (libcst's classes have no subclasses; its isinstance is slow)
-        if kind is cst.Subscript:
-            if any(_node_roots(element.slice) & derived for element in node.slice):
+        kind = node.__class__  # (ast's classes have no subclasses)
+        if kind is ast.Subscript:
+            if _node_roots(node.slice) & derived:
                 return False
-        elif kind is cst.For and node is not loop:
+        elif (kind is ast.For or kind is ast.AsyncFor) and node is not loop:
             if _node_roots(node.iter) & derived:
                 return False
-        elif kind is cst.While and node is not loop:
+        elif kind is ast.While and node is not loop:
             if _node_roots(node.test) & derived:
                 return False
-        elif kind is cst.Call and node.args:
-            with_derived = [a for a in node.args if _node_roots(a.value) & derived]
-            others = [a for a in node.args if a not in with_derived]
+        elif kind is ast.Call and (node.args or node.keywords):
+            args = call_args(node)
+            with_derived = [a for a in args if _node_roots(a) & derived]
+            others = [a for a in args if a not in with_derived]
             where = owner.get(id(node), function)
-            if with_derived and any(VAL in analysis.kinds(where, a.value, analysis.scope(where)) for a in others):
+            if with_derived and any(VAL in analysis.kinds(where, a, analysis.ast_scope(where)) for a in others):
                 return False
     return True
 
 
-_ASSIGNMENTS = frozenset({cst.Assign, cst.AugAssign, cst.AnnAssign})
+_ASSIGNMENTS = frozenset({ast.Assign, ast.AugAssign, ast.AnnAssign})
 
 
-def _called_closures(analysis: Analysis, function: Function, call: cst.Call) -> list[Function]:
+def _called_closures(analysis: Analysis, function: Function, call: ast.Call) -> list[Function]:
     """The nested functions of `function` that this call runs."""
     return [callee for callee in analysis.index.resolve(_leaf(_name(call.func))) if callee.parent is function]
 
@@ -532,18 +566,18 @@ def free_names(function: Function) -> frozenset[str]:
     return cached
 
 
-def _loop_body(loop: cst.CSTNode) -> list[cst.CSTNode]:
+def _loop_body(loop: ast.AST) -> list[ast.AST]:
     """The nodes of a loop's body (and a while loop's test), nested functions excluded."""
-    from auditor.analysis import code_children
-
     skip = {id(getattr(loop, "target", None)), id(getattr(loop, "iter", None))}
-    nodes, stack = [], [child for child in code_children(loop) if id(child) not in skip]
+    nodes, stack = [], [child for child in child_nodes(loop) if id(child) not in skip]
     while stack:
         node = stack.pop()
         nodes.append(node)
-        stack.extend(child for child in code_children(node)
-                     if child.__class__ not in (cst.FunctionDef, cst.ClassDef, cst.Lambda))
+        stack.extend(child for child in child_nodes(node) if child.__class__ not in _NOT_IN_BODY)
     return nodes
+
+
+_NOT_IN_BODY = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
 
 
 def adaptations(analysis: Analysis) -> list[Adaptation]:
@@ -560,7 +594,7 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
     to_visit = [f for f in analysis.index.functions if _may_train_on_val(analysis, f)]
     for _ in range(4):
         for function in to_visit:
-            scope = analysis.scope(function)
+            scope = analysis.ast_scope(function)
             updates, via = _update_events(analysis, scope, trainers)
             if not updates:
                 continue
@@ -628,12 +662,12 @@ def _repeated_passes(analysis: Analysis, results: dict[Function, Adaptation]) ->
         if not any(isinstance(loop, (ast.For, ast.While)) and any(
                 isinstance(n, ast.Call) and _call_leaf(n) in passes for n in ast.walk(loop))
                 for loop in own_nodes(function)):
-            continue  # no pass is called from inside a loop here (checked on the ast, before libcst)
-        scope = analysis.scope(function)
+            continue  # no pass is called from inside a loop here
+        scope = analysis.ast_scope(function)
         for node in scope.walk():
-            if node.__class__ is not cst.Call or _leaf(_name(node.func)) not in passes:
+            if node.__class__ is not ast.Call or _leaf(_name(node.func)) not in passes:
                 continue
-            if not any(VAL in analysis.kinds(function, a.value, scope) for a in node.args):
+            if not any(VAL in analysis.kinds(function, a, scope) for a in call_args(node)):
                 continue
             loops, no_grad = _context(node, scope)
             if any(_is_epoch_loop(analysis, scope, loop) for loop in loops):
@@ -685,7 +719,7 @@ def _call_leaf(call: ast.Call) -> str:
 
 
 def _may_train_on_val(analysis: Analysis, function: Function) -> bool:
-    """Cheap ast pre-check before parsing with libcst: a step whose loss carries val data."""
+    """Cheap pre-check before the scope's walk: a step whose loss carries val data."""
     enclosing = function.parent
     if not analysis.taint.of(function, VAL) and not (
             enclosing is not None and enclosing.qualname != "<module>" and analysis.taint.of(enclosing, VAL)):

@@ -14,12 +14,10 @@ from __future__ import annotations
 import ast
 import re
 
-import libcst as cst
-
 from auditor.analysis.flow import VAL
 from auditor.analysis.index import call_name, dotted, own_nodes
-from auditor.analysis.adaptation import _base_name, adaptations, free_names
-from auditor.rules._patterns import full_name
+from auditor.analysis.adaptation import _base_name, adaptations, call_args, free_names
+from auditor.analysis.adaptation import full_name_of as full_name
 from auditor.rules.base import Hit, Rule, where
 
 # In-place writes into a table (a count cache, a probability store).
@@ -111,21 +109,21 @@ class TwoPassRescore(Rule):
             if not (writers & _called_names(function) or _writes_table(function)):
                 continue
             if not _may_insert(analysis, function, writers):
-                continue  # no insert to find: spare the libcst parse
-            yield from self._second_pass_in(analysis, analysis.scope(function), writers)
+                continue  # no insert to find: spare the walk
+            yield from self._second_pass_in(analysis, analysis.ast_scope(function), writers)
 
     def _second_pass_in(self, analysis, scope, writers):
         function = scope.function
         inserts, scores = _pass_events(self, analysis, scope, writers)
         # A closure called here (a loop body moved into a helper) does its work at the call.
         for node in scope.walk():
-            if node.__class__ is not cst.Call:  # (libcst's isinstance runs abc's check: slow)
+            if node.__class__ is not ast.Call:
                 continue
             for closure in analysis.index.resolve(_leaf(full_name(node.func))):
                 if closure.parent is not function:
                     continue
                 inner_inserts, inner_scores = analysis.memo(
-                    f"pass-events:{id(closure)}", lambda c=closure: _pass_events(self, analysis, analysis.scope(c), writers))
+                    f"pass-events:{id(closure)}", lambda c=closure: _pass_events(self, analysis, analysis.ast_scope(c), writers))
                 at = (scope.lines(node)[0], _loops_of(node, scope), node)
                 if inner_inserts:
                     inserts.append(at + (_table_of(inner_inserts[0][2]),))
@@ -151,15 +149,14 @@ class TwoPassRescore(Rule):
         # (_may_insert is its ast-side precondition: keep the two in step)
         """A write into a table at validation-derived positions, or a call that makes one."""
         function = scope.function
-        if isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Subscript):
-            return any(VAL in analysis.kinds(function, element.slice, scope) for element in node.target.slice
-                       if isinstance(element.slice, cst.Index))
-        if isinstance(node, cst.Call):
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
+            return any(VAL in analysis.kinds(function, key, scope) for key in _keys(node.target))
+        if isinstance(node, ast.Call):
             name = full_name(node.func).rsplit(".", 1)[-1]
-            args = [a.value for a in node.args]
+            args = call_args(node)
             if name in _TABLE_METHODS or full_name(node.func).endswith("add.at"):
                 return any(VAL in analysis.kinds(function, a, scope) for a in args)
-            if name in writers and isinstance(scope.parent(node), cst.Expr):
+            if name in writers and isinstance(scope.parent(node), ast.Expr):
                 return any(VAL in analysis.kinds(function, a, scope) for a in args)
         return False
 
@@ -181,19 +178,19 @@ class TwoPassRescore(Rule):
             text = analysis.text_of(function)
             if not any(f"{name}(" in text for name in trainers):
                 continue
-            scope = analysis.scope(function)
+            scope = analysis.ast_scope(function)
             trained_models: dict[str, int] = {}
             for node in scope.walk():
-                if node.__class__ is not cst.Call:
+                if node.__class__ is not ast.Call:
                     continue
                 name = full_name(node.func).rsplit(".", 1)[-1]
-                if name == "load_state_dict" and isinstance(node.func, cst.Attribute):
+                if name == "load_state_dict" and isinstance(node.func, ast.Attribute):
                     # weights restored (e.g. the dequantized state) after TTT: a fresh model
                     trained_models.pop(full_name(node.func.value), None)
                     continue
                 if name not in trainers and name not in scorers:
                     continue  # (nothing below is done for any other call)
-                args = [a.value for a in node.args]
+                args = call_args(node)
                 if not any(VAL in analysis.kinds(function, a, scope) for a in args):
                     continue
                 # the model: the argument whose parameters the trainer optimizes
@@ -202,7 +199,7 @@ class TwoPassRescore(Rule):
                     trained_positions = _mutated_positions(analysis, trainers[name].function)
                     models = {full_name(a) for i, a in enumerate(args) if i in trained_positions}
                 else:
-                    models = {full_name(a) for a in args if isinstance(a, (cst.Name, cst.Attribute))}
+                    models = {full_name(a) for a in args if _is_name(a)}
                 line = scope.lines(node)[0]
                 if name in trainers and not _copies_model(analysis, trainers[name].function):
                     for model in models:
@@ -257,8 +254,8 @@ def _in_other_branches(scope, first, second) -> bool:
     def branches(node):
         found, child, parent = {}, node, scope.parent(node)
         while parent is not None:
-            if isinstance(parent, cst.If) and (child is parent.body or child is parent.orelse):
-                found[id(parent)] = "body" if child is parent.body else "orelse"
+            if isinstance(parent, ast.If) and (child in parent.body or child in parent.orelse):
+                found[id(parent)] = "body" if child in parent.body else "orelse"
             child, parent = parent, scope.parent(parent)
         return found
     first_in, second_in = branches(first), branches(second)
@@ -292,17 +289,17 @@ def _pass_events(rule, analysis, scope, writers):
 
 
 # the statements and calls that _insert, _score_event and _scoring_call look at
-_EVENT_NODES = frozenset({cst.AugAssign, cst.Call, cst.Assign})
+_EVENT_NODES = frozenset({ast.AugAssign, ast.Call, ast.Assign})
 
 
 def _may_insert(analysis, function, writers, closures: bool = True) -> bool:
     """Whether `function` holds a statement that _insert could take, or calls one of its
-    closures that does (their inserts count at the call), read from the ast before any
-    libcst parse. Without one, _second_pass_in has no insert and finds nothing (main()
+    closures that does (their inserts count at the call), read from the function's ast
+    nodes before its scope is walked. Without one, _second_pass_in has no insert and finds nothing (main()
     calling its logging and schedule closures, in most files).
 
     A superset of _insert: every name in a call's callee expression stands in for the leaf
-    of its libcst full name (`add.at` ends in `at`); only a `t[k] += v` whose key is a plain
+    of its full name (`add.at` ends in `at`); only a `t[k] += v` whose key is a plain
     name or constant is decided here, by the same kinds() question _insert asks of the key
     (its code parses back to the same expression, asked at the same statement line)."""
     anywhere = _ALWAYS_INSERT_NAMES
@@ -329,7 +326,7 @@ _ALWAYS_INSERT_NAMES = frozenset(_TABLE_METHODS) | {"at"}
 
 
 def _callee_names(func: ast.AST) -> set[str]:
-    """Every name and attribute in a callee expression (its libcst full name's leaf is one)."""
+    """Every name and attribute in a callee expression (its full name's leaf is one)."""
     found = set()
     for node in ast.walk(func):
         if node.__class__ is ast.Name:
@@ -341,9 +338,9 @@ def _callee_names(func: ast.AST) -> set[str]:
 
 def _scoring_call(analysis, scope, node, score_names) -> bool:
     """`loss, bpb = evaluate(...)`: a value of the report taken from a function that scores."""
-    if not isinstance(node, cst.Assign) or not isinstance(node.value, cst.Call):
+    if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Call):
         return False
-    targets = {n.value for t in node.targets for n in _walk_names(t.target)}
+    targets = {name for t in node.targets for name in _written_names(t)}
     if not targets & score_names:
         return False
     scorers = analysis.memo("scoring-functions", lambda: _scoring_functions(analysis))
@@ -358,15 +355,26 @@ def _scoring_functions(analysis) -> set[str]:
             if analysis.taint.of(f, VAL) and in_place_roots(f) & analysis.score.of(f)}
 
 
-def _walk_names(node):
-    from auditor.analysis import code_children
+def _keys(subscript: ast.Subscript) -> list[ast.AST]:
+    """The keys of `t[k]`, `t[i, j]`; slices are no key."""
+    key = subscript.slice
+    return [k for k in (key.elts if isinstance(key, ast.Tuple) else [key]) if not isinstance(k, ast.Slice)]
 
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if current.__class__ is cst.Name:
-            yield current
-        stack.extend(code_children(current))  # (libcst's `children` re-visits each node: slow)
+
+def _is_name(node) -> bool:
+    """A name or attribute (True, False and None are names to libcst, whose reading this keeps)."""
+    return isinstance(node, (ast.Name, ast.Attribute)) or (
+        node.__class__ is ast.Constant and (node.value is None or node.value is True or node.value is False))
+
+
+def _written_names(target):
+    """Every name in an assignment's target, attributes' included (`self.loss` gives `self`
+    and `loss`), as libcst's Name nodes are."""
+    for node in ast.walk(target):
+        if node.__class__ is ast.Name:
+            yield node.id
+        elif node.__class__ is ast.Attribute:
+            yield node.attr
 
 
 def _loops_of(node, scope):
@@ -437,15 +445,15 @@ def _table_writers(analysis) -> set[str]:
 
 def _table_of(node) -> str:
     """The name of the table an insert writes: `t` of `t[k] += 1`, `cache` of `cache.add(...)`."""
-    if isinstance(node, cst.AugAssign):
+    if isinstance(node, ast.AugAssign):
         target = node.target
-        while isinstance(target, cst.Subscript):
+        while isinstance(target, ast.Subscript):
             target = target.value
         return full_name(target).split(".")[0] if full_name(target).split(".")[0] != "self" else full_name(target)
-    if isinstance(node, cst.Call):
-        if full_name(node.func).endswith("add.at") and node.args:
-            return full_name(node.args[0].value)
-        if isinstance(node.func, cst.Attribute):
+    if isinstance(node, ast.Call):
+        if full_name(node.func).endswith("add.at") and call_args(node):
+            return full_name(call_args(node)[0])
+        if isinstance(node.func, ast.Attribute):
             return full_name(node.func.value)
     return ""
 
