@@ -367,7 +367,8 @@ def _trains_local_modules_only(scope: AstScope, sources: dict[str, set[str]], an
     return True
 
 
-def _update_events(analysis: Analysis, scope: AstScope, trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
+def _update_events(analysis: Analysis, scope: AstScope,
+                   trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
     function = scope.function
     # functions visible here by name: its own closures and those of the functions around it
     enclosing, chain = set(), function

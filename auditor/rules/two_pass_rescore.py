@@ -294,9 +294,9 @@ _EVENT_NODES = frozenset({ast.AugAssign, ast.Call, ast.Assign})
 
 def _may_insert(analysis, function, writers, closures: bool = True) -> bool:
     """Whether `function` holds a statement that _insert could take, or calls one of its
-    closures that does (their inserts count at the call), read from the function's ast
-    nodes before its scope is walked. Without one, _second_pass_in has no insert and finds nothing (main()
-    calling its logging and schedule closures, in most files).
+    closures that does (their inserts count at the call), read from the function's own
+    nodes before its scope is walked. Without one, _second_pass_in has no insert and finds
+    nothing (main() calling its logging and schedule closures, in most files).
 
     A superset of _insert: every name in a call's callee expression stands in for the leaf
     of its full name (`add.at` ends in `at`); only a `t[k] += v` whose key is a plain
