@@ -14,7 +14,7 @@ import ast
 from dataclasses import dataclass
 
 from auditor.analysis import Analysis
-from auditor.analysis.index import Function, call_name, own_nodes
+from auditor.analysis.index import Function, call_name, own_nodes, walk
 
 _HOOKS = {"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook"}
 _MATMUL_CALLS = {"matmul", "mm", "bmm", "einsum", "addmm", "addmm_", "baddbmm_", "outer"}
@@ -32,7 +32,7 @@ def calibration_calls(analysis: Analysis) -> list[CalibrationCall]:
 
 
 def _transposed(node: ast.AST) -> bool:
-    for sub in ast.walk(node):
+    for sub in walk(node):
         if isinstance(sub, ast.Attribute) and sub.attr in ("T", "mT", "H"):
             return True
         if isinstance(sub, ast.Call) and call_name(sub) in ("t", "transpose", "permute"):
@@ -42,7 +42,7 @@ def _transposed(node: ast.AST) -> bool:
 
 def _second_moment(node: ast.AST) -> bool:
     """`x.T @ x`, `torch.matmul(x.t(), x)`, `h.addmm_(x.t(), x)`: a statistic of activations."""
-    for sub in ast.walk(node):
+    for sub in walk(node):
         if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.MatMult) and _transposed(sub):
             return True
         if isinstance(sub, ast.Call) and call_name(sub) in _MATMUL_CALLS and _transposed(sub):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.submission import RunConfig
+from auditor.analysis.index import walk
 
 
 class _UnknownType:
@@ -137,7 +138,7 @@ def env_helpers(definitions) -> frozenset[str]:
     parameter names (`def f(name, default): return int(os.environ.get(name, default))`).
     `definitions`: (definition, its own nodes) pairs, or a module whose definitions are searched."""
     if isinstance(definitions, ast.Module):
-        definitions = [(n, ast.walk(n)) for n in ast.walk(definitions)
+        definitions = [(n, walk(n)) for n in walk(definitions)
                        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     found = set()
     for node, nodes in definitions:
@@ -342,7 +343,7 @@ def _target_names(target: ast.expr) -> list[tuple[str, ast.expr | None]]:
 
 
 def _reads_env(node: ast.expr, helpers: frozenset[str] = frozenset()) -> str | None:
-    for sub in ast.walk(node):
+    for sub in walk(node):
         if isinstance(sub, ast.Call):
             var = env_call_name(sub, helpers)
             if var is not None:
@@ -395,13 +396,13 @@ def build_config(tree: ast.Module, run: RunConfig, nodes=None, text: str | None 
                 if is_config or _reads_env(getattr(inner, "value", None) or ast.Constant(None), helpers):
                     _collect_assign(config, inner)
                 if isinstance(inner, ast.FunctionDef) and inner.name in ("__init__", "__post_init__"):
-                    for sub in ast.walk(inner):
+                    for sub in walk(inner):
                         if is_config or (isinstance(sub, (ast.Assign, ast.AnnAssign)) and sub.value is not None
                                          and _reads_env(sub.value, helpers)):
                             _collect_assign(config, sub)
     lines = text.splitlines() if text is not None else None
     hint = re.compile("(?i)env" + "".join("|" + re.escape(h) for h in sorted(helpers)))
-    for node in ast.walk(tree) if nodes is None else nodes:
+    for node in walk(tree) if nodes is None else nodes:
         kind = node.__class__  # (ast's classes have no subclasses)
         if kind is ast.Call:
             if isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":

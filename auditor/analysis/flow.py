@@ -485,7 +485,7 @@ class _Flow:
                 self._bind_targets(function, target, own, intrinsic=True)
                 data = own - {TARGET}
                 if data:
-                    for sub in ast.walk(target):
+                    for sub in walk(target):
                         if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store):
                             self._grow(self.taint.fields, sub.attr, data)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from auditor.analysis.config import UNKNOWN, Evaluator
 from auditor.analysis.flow import TARGET, VAL, _positional_params
-from auditor.analysis.index import MODULE_SCOPE, Function, call_name, own_nodes
+from auditor.analysis.index import MODULE_SCOPE, Function, call_name, own_nodes, walk
 
 _CASTS = {"float", "int", "float32", "float64", "float16", "asarray", "array", "tensor"}
 # calls whose result is their first argument's values, converted or copied
@@ -244,7 +244,7 @@ def _loop_over(node, sequences, iterators) -> tuple[str, set[str], list[ast.stmt
         return None
     # `while True: try: item = next(it) ...; i, tok = item` (for over enumerate, rewritten)
     items = set()
-    for stmt in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+    for stmt in walk(ast.Module(body=node.body, type_ignores=[])):
         if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call) and call_name(stmt.value) == "next" \
                 and stmt.value.args and isinstance(stmt.value.args[0], ast.Name) \
                 and stmt.value.args[0].id in iterators:
@@ -268,7 +268,7 @@ def _loop_over(node, sequences, iterators) -> tuple[str, set[str], list[ast.stmt
 
 
 def _names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    return {n.id for n in walk(node) if isinstance(n, ast.Name)}
 
 
 def _element_reads(body: list[ast.stmt], counter: str, sequences: set[str]) -> set[str]:
@@ -277,7 +277,7 @@ def _element_reads(body: list[ast.stmt], counter: str, sequences: set[str]) -> s
     for stmt in body:
         if isinstance(stmt, ast.Assign) and any(
                 isinstance(n, ast.Subscript) and _root_name(n.value) in sequences and _is_name(n.slice, counter)
-                for n in ast.walk(stmt.value)):
+                for n in walk(stmt.value)):
             for target in stmt.targets:
                 names |= _names(target)
     return names
@@ -323,7 +323,7 @@ def _gated_write(body, counter, elements, sequences):
                     if isinstance(target, ast.Subscript) and _is_name(target.slice, counter) \
                             and isinstance(target.value, ast.Name) and target.value.id not in sequences:
                         found[target.value.id] = found.get(target.value.id, False) or any(
-                            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) for n in ast.walk(stmt.value))
+                            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) for n in walk(stmt.value))
                         first.append((gate, stmt, direct))
 
     visit(body, None, False)

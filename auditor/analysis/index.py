@@ -82,8 +82,12 @@ def _child_fields(cls: type) -> tuple[str, ...]:
 
 
 def child_nodes(node: ast.AST) -> list[ast.AST]:
-    """ast.iter_child_nodes, same order, about 2.5 times as fast (this runs over every node
-    of a file): only the fields that can hold nodes are read."""
+    """ast.iter_child_nodes, same order, as a list kept on the node: the analyses walk each
+    tree several times (index, flow, reach, values). Callers must not change the list."""
+    try:
+        return node._auditor_children
+    except AttributeError:
+        pass
     names = _CHILD_FIELDS.get(node.__class__)
     if names is None:
         names = _child_fields(node.__class__)
@@ -96,6 +100,7 @@ def child_nodes(node: ast.AST) -> list[ast.AST]:
             for item in value:
                 if isinstance(item, ast.AST):
                     out.append(item)
+    node._auditor_children = out
     return out
 
 

@@ -48,7 +48,7 @@ class Reach:
 
 def _describe_test(test: ast.expr, config: Config) -> Dormancy:
     attrs = []
-    for node in ast.walk(test):
+    for node in walk(test):
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
         if name and name in config.settings and name not in attrs:
             attrs.append(name)
@@ -252,7 +252,7 @@ def _single_assignments(function: Function, config: Config) -> dict:
 
 
 def _mentions_config(expr: ast.expr) -> bool:
-    return any(isinstance(n, (ast.Attribute, ast.Name, ast.Call, ast.Subscript)) for n in ast.walk(expr))
+    return any(isinstance(n, (ast.Attribute, ast.Name, ast.Call, ast.Subscript)) for n in walk(expr))
 
 
 def compute_reach(index: Index, config: Config) -> Reach:

@@ -7,8 +7,10 @@ through `auditor.classify.runner`, which runs each submission in a worker proces
 from __future__ import annotations
 
 import ast
+import gc
 import hashlib
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from auditor import __version__
@@ -69,14 +71,29 @@ def sha256_of(submission: Submission | None, path: Path | None) -> str:
         return ""
 
 
+@contextmanager
+def _fewer_collections():
+    """Python's cyclic collector, run less often while one submission is analyzed: the
+    analysis allocates many small containers while the trees (hundreds of thousands of
+    nodes) stay alive, and each full collection walks them all (a sixth of the run time
+    with the default threshold of 700). Nothing here builds reference cycles of note."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 50_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def classify_submission(submission: Submission, display: str) -> ClassifyResult:
     sha = sha256_of(submission, submission.script)
     try:
-        source = submission.source()
-        with submission.reading():
-            analysis = analyze_source(source, submission, display=display)
-            findings = run_rules(analysis)
-            unread = not_analysed(analysis)
+        with _fewer_collections():
+            source = submission.source()
+            with submission.reading():
+                analysis = analyze_source(source, submission, display=display)
+                findings = run_rules(analysis)
+                unread = not_analysed(analysis)
     except SourceError as exc:
         return ClassifyResult(display, sha, "error", str(exc), error_kind="input")
     except RecursionError:
