@@ -205,7 +205,7 @@ class _Statements:
             current = self.scope.parent(current)
         if current is None or current.__class__ in _COMPOUND:
             return current
-        first = self._first[id(current)]
+        first = self._first.get(id(current), current)
         if id(first) not in self._in_header:
             return first
         while current is not None and current.__class__ not in _COMPOUND:
