@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from auditor.analysis import Analysis, Scope
+from auditor.analysis import Analysis, AstScope
 from auditor.analysis.index import MODULE_SCOPE, Function
 
 
@@ -32,27 +32,27 @@ class Hit:
 
 class Rule:
     id: ClassVar[str]
-    # A function is only parsed with libcst for this rule when its text matches.
+    # A function is only checked by this rule when its text matches.
     prefilter: ClassVar[re.Pattern | None] = None
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[str]] = []
 
     def check(self, analysis: Analysis) -> Iterator[Hit]:
         for function in self.candidates(analysis):
-            yield from self.check_scope(analysis, analysis.scope(function))
+            yield from self.check_scope(analysis, analysis.ast_scope(function))
 
     def candidates(self, analysis: Analysis) -> list[Function]:
         functions = analysis.index.functions if self.prefilter is None else analysis.functions_matching(self.prefilter)
         return [f for f in functions if self.relevant(analysis, f)]
 
     def relevant(self, analysis: Analysis, function: Function) -> bool:
-        """A cheap test on the ast side, before the function is parsed with libcst."""
+        """A cheap test before the function's code is walked."""
         return True
 
-    def check_scope(self, analysis: Analysis, scope: Scope) -> Iterator[Hit]:
+    def check_scope(self, analysis: Analysis, scope: AstScope) -> Iterator[Hit]:
         return iter(())
 
-    def hit(self, scope: Scope, node, message: str, severity: str = "violation") -> Hit:
+    def hit(self, scope: AstScope, node, message: str, severity: str = "violation") -> Hit:
         start, end = scope.lines(node)
         return Hit(scope.function, start, end, message, severity)
 

@@ -14,14 +14,11 @@ from __future__ import annotations
 import ast
 import re
 
-import libcst as cst
-
-from auditor.analysis import code_children
-from auditor.analysis.index import call_name, own_nodes
-from auditor.analysis.adaptation import _node_roots, adaptations
+from auditor.analysis.index import call_name, child_nodes, node_roots, own_nodes, walk
+from auditor.analysis.adaptation import adaptations
 from auditor.analysis.flow import TARGET, VAL
 from auditor.analysis.values import _facts
-from auditor.rules._patterns import full_name
+from auditor.rules._patterns import call_args, dotted_name, elements, subscript_elements
 from auditor.rules.base import Rule, where
 
 MINIMUM = re.compile(r"(^|\.)(minimum|fmin|min|amin)$")
@@ -73,27 +70,27 @@ class MinNllSelection(Rule):
             return bool(analysis.kinds(function, node, scope) & {VAL, TARGET})
 
         for node in scope.walk():
-            if node.__class__ is cst.Call and MINIMUM.search(full_name(node.func)) and len(node.args) >= 2 \
-                    and not per_token_only:
-                args = [a.value for a in node.args]
+            if node.__class__ is ast.Call and MINIMUM.search(dotted_name(node.func)) and not per_token_only:
+                args = call_args(node)
+                if len(args) < 2:
+                    continue
                 kept = _assigned_by(scope, node)
                 # between two losses, or a loss and the running minimum (`best = min(best, nll)`);
                 # `min(x, 1.0)` is a clamp
-                compared = sum(loss_on_tokens(a) or bool(_node_roots(a) & kept) for a in args)
+                compared = sum(loss_on_tokens(a) or bool(node_roots(a) & kept) for a in args)
                 if not any(loss_on_tokens(a) for a in args) or compared < 2:
                     continue
                 # kept for the score, not a bound on positions (`end = min(start + L, n)`)
                 if kept & score and not kept & _index_names(scope):
                     yield self.hit(scope, node, self._message(function, scope.code(node)))
-            elif isinstance(node, cst.If) and isinstance(node.test, cst.Comparison):
+            elif node.__class__ is ast.If and node.test.__class__ is ast.Compare:
                 comparison = node.test
-                if not any(isinstance(t.operator, (cst.LessThan, cst.LessThanEqual, cst.GreaterThan))
-                           for t in comparison.comparisons):
+                if not any(op.__class__ in (ast.Lt, ast.LtE, ast.Gt) for op in comparison.ops):
                     continue
-                sides = [comparison.left, *(t.comparator for t in comparison.comparisons)]
+                sides = [comparison.left, *comparison.comparators]
                 if not all(loss_on_tokens(side) for side in sides):
                     continue
-                compared = {n for side in sides for n in _node_roots(side)}
+                compared = {n for side in sides for n in node_roots(side)}
                 # and what they were read from: `old = nll[t]; if new < old: nll[t] = new` keeps
                 # the lower of two predictors' losses in the scored array (659)
                 depends = _facts(function, analysis.index).depends
@@ -146,23 +143,24 @@ if __name__ == "__main__":
     ]
 
 
-def _statements(block: cst.CSTNode):
-    stack = [block]
+def _statements(block: list[ast.stmt]):
+    """The assignments in a block of statements, nested ones included."""
+    stack = list(block)
     while stack:
         node = stack.pop()
-        if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+        if node.__class__ in (ast.Assign, ast.AugAssign, ast.AnnAssign):
             yield node
-        stack.extend(code_children(node))  # (libcst's `children` re-visits each node: slow)
+        stack.extend(child_nodes(node))
 
 
-def _copies_into(block: cst.CSTNode, names: set[str]) -> bool:
-    stack = [block]
+def _copies_into(block: list[ast.stmt], names: set[str]) -> bool:
+    stack = list(block)
     while stack:
         node = stack.pop()
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "copy_":
-            if _node_roots(node.func.value) & names:
+        if node.__class__ is ast.Call and node.func.__class__ is ast.Attribute and node.func.attr == "copy_":
+            if node_roots(node.func.value) & names:
                 return True
-        stack.extend(code_children(node))  # (libcst's `children` re-visits each node: slow)
+        stack.extend(child_nodes(node))
     return False
 
 
@@ -171,12 +169,14 @@ def _index_names(scope) -> set[str]:
     (`toks[end - 1]`), not boolean masks (`nll[nll < inf]`)."""
     found = set()
     for node in scope.walk():
-        if node.__class__ is cst.Slice:
+        if node.__class__ is ast.Slice:
             for bound in (node.lower, node.upper):
                 if bound is not None:
-                    found |= _node_roots(bound)
-        elif isinstance(node, cst.Index) and isinstance(node.value, (cst.Name, cst.BinaryOperation)):
-            found |= _node_roots(node.value)
+                    found |= node_roots(bound)
+        elif node.__class__ is ast.Subscript:
+            for item in subscript_elements(scope.function.unit, node):
+                if item.__class__ in (ast.Name, ast.BinOp):
+                    found |= node_roots(item)
     return found
 
 
@@ -185,15 +185,12 @@ _LOG_CALLS = frozenset({"log", "log2", "log10", "log1p", "log_softmax", "logsume
                         "nll_loss"})
 
 
-def _log_derived(function, names: set[str], test: cst.CSTNode) -> bool:
+def _log_derived(function, names: set[str], test: ast.expr) -> bool:
     """Whether the compared values are losses: the test, or an assignment in the function to
     one of the names it reads (here, through `compared`'s sources), calls a logarithm."""
-    stack = [test]
-    while stack:
-        node = stack.pop()
-        if node.__class__ is cst.Call and full_name(node.func).rsplit(".", 1)[-1] in _LOG_CALLS:
-            return True
-        stack.extend(code_children(node))
+    if any(node.__class__ is ast.Call and dotted_name(node.func).rsplit(".", 1)[-1] in _LOG_CALLS
+           for node in walk(test)):
+        return True
     for node in own_nodes(function):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -209,33 +206,30 @@ def _adapting(analysis, function) -> bool:
     return function in adapting or function.parent in adapting  # a closure is part of its pass
 
 
-def _target_roots(stmt: cst.CSTNode, elements_only: bool = False) -> set[str]:
+def _target_roots(stmt: ast.stmt, elements_only: bool = False) -> set[str]:
     """Names a statement writes: `best` of `best = ...` and of `best[idx] = ...` (only the
     latter with `elements_only`)."""
     targets = []
-    if isinstance(stmt, cst.Assign):
-        targets = [t.target for t in stmt.targets]
-    elif isinstance(stmt, (cst.AugAssign, cst.AnnAssign)):
+    if stmt.__class__ is ast.Assign:
+        targets = stmt.targets
+    elif stmt.__class__ in (ast.AugAssign, ast.AnnAssign):
         targets = [stmt.target]
     found = set()
     for target in targets:
-        elements = [e.value for e in target.elements] if isinstance(target, (cst.Tuple, cst.List)) else [target]
-        for node in elements:
-            if elements_only and not isinstance(node, cst.Subscript):
+        for node in elements(target) if target.__class__ in (ast.Tuple, ast.List) else [target]:
+            if elements_only and node.__class__ is not ast.Subscript:
                 continue
-            while isinstance(node, (cst.Subscript, cst.Attribute)):
+            while node.__class__ in (ast.Subscript, ast.Attribute):
                 node = node.value
-            if isinstance(node, cst.Name):
-                found.add(node.value)
+            if node.__class__ is ast.Name:
+                found.add(node.id)
     return found
 
 
-def _assigned_by(scope, node: cst.CSTNode) -> set[str]:
+def _assigned_by(scope, node: ast.AST) -> set[str]:
     """Names the statement holding `node` assigns."""
     current = node
-    while current is not None and not isinstance(current, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
-        if isinstance(current, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            return set()
+    while current is not None and not isinstance(current, ast.stmt):
         current = scope.parent(current)
     return _target_roots(current) if current is not None else set()
 

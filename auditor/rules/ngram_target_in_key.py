@@ -9,12 +9,12 @@ distribution over the vocabulary, is legal.
 
 from __future__ import annotations
 
+import ast
 import re
 
-import libcst as cst
-
 from auditor.analysis.flow import TARGET, VAL
-from auditor.rules._patterns import full_name
+from auditor.analysis.index import child_nodes, walk
+from auditor.rules._patterns import call_args, dotted_name, elements, subscript_elements
 from auditor.rules.base import Rule, where
 
 # In-place writes that insert into a table: a key there counts a token already scored.
@@ -44,21 +44,22 @@ class NgramTargetInKey(Rule):
             has_context = any(TARGET not in k and VAL in k for k in part_kinds)
             return has_target and has_context
 
-        # (libcst's node classes have no subclasses; its isinstance is slow on a miss)
+        statements = _Statements(scope)
         for node in scope.walk():
             parts = None
             kind = node.__class__
-            if kind is cst.BinaryOperation and node.operator.__class__ is cst.BitXor:
+            if kind is ast.BinOp and node.op.__class__ is ast.BitXor:
                 parts = [node.left, node.right]
-            elif kind is cst.Call and _library_hash(analysis, node):
-                parts = [a.value for a in node.args] if len(node.args) >= 2 else None
-            elif kind is cst.Subscript and node.slice[0].slice.__class__ is cst.Index:
-                key = node.slice[0].slice.value
-                if isinstance(key, cst.Tuple) and len(key.elements) >= 2:
-                    parts = [e.value for e in key.elements]
+            elif kind is ast.Call and _library_hash(analysis, node):
+                args = call_args(node)
+                parts = args if len(args) >= 2 else None
+            elif kind is ast.Subscript:
+                key = subscript_elements(function.unit, node)[0]
+                if key.__class__ is ast.Tuple and len(key.elts) >= 2:
+                    parts = elements(key)
             if not parts:
                 continue
-            extends = isinstance(node, cst.BinaryOperation) and self._extends_a_key(analysis, scope, node)
+            extends = kind is ast.BinOp and self._extends_a_key(analysis, scope, statements, node)
             if not (extends or target_and_context(parts)):
                 continue
             if not self._used_for_lookup(scope, node):
@@ -66,24 +67,24 @@ class NgramTargetInKey(Rule):
             yield self.hit(scope, node, self._message(function, scope.code(node)))
 
     @staticmethod
-    def _extends_a_key(analysis, scope, node) -> bool:
+    def _extends_a_key(analysis, scope, statements, node) -> bool:
         """`full = ctx ^ (tok * P)` where `ctx` is itself a key here: the two keys read the
         count of context+token and of context, i.e. the probability of that very token (the
         realized one; a full distribution would combine the context with every candidate of
         the vocabulary, not with tokens of the stream). A rolling update `h = h * P ^ tok`
         replaces the key and is not this."""
         function = scope.function
-        statement = _statement_of(scope, node)
-        assigned = _assigned_names(statement)
+        statement = statements.of(node)
+        assigned = statements.assigned_names(statement)
         for base, other in ((node.left, node.right), (node.right, node.left)):
-            if any(isinstance(n, (cst.Subscript, cst.Call)) for n in _walk(base)):
+            if any(n.__class__ in (ast.Subscript, ast.Call) for n in walk(base)):
                 continue  # tokens read here are parts of a key being built, not a key
             roots = _roots(base)
             if not roots or roots & assigned:
                 continue
             if VAL not in analysis.kinds(function, other, scope) or VAL not in analysis.kinds(function, base, scope):
                 continue
-            if _used_as_key_elsewhere(scope, roots, statement):
+            if _used_as_key_elsewhere(scope, statements, roots, statement):
                 return True
         return False
 
@@ -94,13 +95,13 @@ class NgramTargetInKey(Rule):
         for current, parent in _up_to_statement(scope, node):
             if _inserts(current, parent):
                 return False
-            if isinstance(parent, cst.Assign):
-                names = {full_name(t.target) for t in parent.targets if isinstance(t.target, cst.Name)}
+            if parent.__class__ is ast.Assign:
+                names = {t.id for t in parent.targets if t.__class__ is ast.Name}
                 if not names:
-                    return not any(isinstance(t.target, cst.Subscript) for t in parent.targets)
-                returned = {n.value for r in scope.walk() if isinstance(r, cst.Return) and r.value is not None
-                            for n in _walk(r.value) if isinstance(n, cst.Name)}
-                return bool(names & returned) or any(_reads_name(scope, n, names) for n in scope.walk())
+                    return not any(t.__class__ is ast.Subscript for t in parent.targets)
+                returned = {n for r in scope.walk() if r.__class__ is ast.Return and r.value is not None
+                            for n in _roots(r.value)}
+                return bool(names & returned) or any(_reads_name(scope, n, names) for n in _keys(scope))
         return True
 
     @staticmethod
@@ -155,71 +156,132 @@ RULE = NgramTargetInKey()
 def _library_hash(analysis, node) -> bool:
     """`hash(...)`, `hashlib.*`, `xxhash.*`: a library's hash (the submission's own hashing
     helpers are analyzed inside, where their XORs are)."""
-    name = full_name(node.func)
+    name = dotted_name(node.func)
     if "hash" not in name.lower():
         return False
     return not analysis.index.resolve(name.rsplit(".", 1)[-1])
 
 
-_STATEMENTS = frozenset({cst.SimpleStatementLine, cst.ClassDef, cst.For, cst.FunctionDef, cst.If, cst.Match,
-                         cst.Try, cst.TryStar, cst.While, cst.With})
+# statements that hold others
+_COMPOUND = frozenset({ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.TryStar,
+                       ast.Match, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
+_DEFS = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
 
 
-def _statement_of(scope, node):
-    current = node
-    while current is not None and current.__class__ not in _STATEMENTS:
-        current = scope.parent(current)
-    return current
+class _Statements:
+    """The statement a node is in, as a line of code counts it: simple statements joined by
+    `;` are one (`ctx = a ^ b; key = ctx ^ t`), and those written on the line of their
+    block's header (`if hit: key = ctx ^ t`) are part of that compound statement. A group
+    of simple statements is represented by its first one; None above the function's body."""
+
+    def __init__(self, scope):
+        self.scope = scope
+        self._first: dict[int, ast.stmt] = {}  # id(simple statement) -> first of its line
+        self._groups: dict[int, list[ast.stmt]] = {}  # id(first) -> the statements of its line
+        lines = scope.function.unit.lines
+        blocks = [scope.function.node.body]
+        while blocks:
+            block = blocks.pop()
+            group: list[ast.stmt] = []
+            for stmt in block:
+                if stmt.__class__ in _COMPOUND:
+                    group = []
+                    if stmt.__class__ not in _DEFS:  # (the code of a function of its own)
+                        blocks.extend(_blocks(stmt))
+                    continue
+                if not group or group[-1].end_lineno != stmt.lineno:
+                    group = [stmt]
+                    self._groups[id(stmt)] = group
+                else:
+                    group.append(stmt)
+                self._first[id(stmt)] = group[0]
+        # a line that starts after a block's header is part of that statement
+        self._in_header = {first for first, group in self._groups.items()
+                           if lines[group[0].lineno - 1].encode()[:group[0].col_offset].strip()}
+
+    def of(self, node: ast.AST) -> ast.stmt | None:
+        current = node
+        while current is not None and not isinstance(current, ast.stmt):
+            current = self.scope.parent(current)
+        if current is None or current.__class__ in _COMPOUND:
+            return current
+        first = self._first.get(id(current), current)
+        if id(first) not in self._in_header:
+            return first
+        while current is not None and current.__class__ not in _COMPOUND:
+            current = self.scope.parent(current)
+        return current
+
+    def assigned_names(self, statement: ast.stmt | None) -> set[str]:
+        found = set()
+        for small in self._groups.get(id(statement), []) if statement.__class__ not in _COMPOUND else []:
+            if small.__class__ is ast.Assign:
+                for target in small.targets:
+                    found |= _roots(target)
+            elif small.__class__ is ast.AugAssign:
+                found |= _roots(small.target)
+        return found
 
 
-def _assigned_names(statement) -> set[str]:
-    found = set()
-    for small in getattr(statement, "body", []) if isinstance(statement, cst.SimpleStatementLine) else []:
-        if isinstance(small, cst.Assign):
-            for target in small.targets:
-                found |= _roots(target.target)
-        elif isinstance(small, cst.AugAssign):
-            found |= _roots(small.target)
-    return found
+def _blocks(stmt: ast.stmt) -> list[list[ast.stmt]]:
+    """The blocks of statements a compound statement holds."""
+    if stmt.__class__ is ast.Match:
+        return [case.body for case in stmt.cases]
+    blocks = [stmt.body, getattr(stmt, "orelse", []), getattr(stmt, "finalbody", [])]
+    return blocks + [handler.body for handler in getattr(stmt, "handlers", [])]
 
 
 def _roots(node) -> set[str]:
-    return {n.value for n in _walk(node) if isinstance(n, cst.Name)}
+    """Every name written in an expression, attribute and keyword names included."""
+    found = set()
+    for current in walk(node):
+        cls = current.__class__
+        if cls is ast.Name:
+            found.add(current.id)
+        elif cls is ast.Attribute:
+            found.add(current.attr)
+        elif (cls is ast.keyword or cls is ast.arg) and current.arg is not None:
+            found.add(current.arg)
+    return found
 
 
-def _used_as_key_elsewhere(scope, roots: set[str], statement) -> bool:
+def _keys(scope):
+    """What the subscripts of the function are indexed by, item by item."""
+    for node in scope.walk():
+        if node.__class__ is ast.Subscript:
+            yield from subscript_elements(scope.function.unit, node)
+
+
+def _used_as_key_elsewhere(scope, statements, roots: set[str], statement) -> bool:
     """Whether one of `roots` indexes a table, or makes a key that is returned or indexes
     one, in a statement other than `statement`."""
     keys = set(roots)
     returned: set[str] = set()
     for node in scope.walk():
-        if node.__class__ is cst.Return and node.value is not None:
+        if node.__class__ is ast.Return and node.value is not None:
             returned |= _roots(node.value)
     for node in scope.walk():
-        if node.__class__ is cst.Assign and _roots(node.value) & roots and _statement_of(scope, node) is not statement:
+        if node.__class__ is ast.Assign and _roots(node.value) & roots and statements.of(node) is not statement:
             for target in node.targets:
-                keys |= _roots(target.target)
-    for node in scope.walk():
-        if node.__class__ is cst.SubscriptElement and _roots(node.slice) & keys \
-                and _statement_of(scope, node) is not statement:
+                keys |= _roots(target)
+    for key in _keys(scope):
+        if _roots(key) & keys and statements.of(key) is not statement:
             return True
     return bool((keys - roots) & returned)
 
 
-def _reads_name(scope, node, names: set[str]) -> bool:
+def _reads_name(scope, key, names: set[str]) -> bool:
     """A read of one of `names` as (part of) a subscript key, outside an insert."""
-    if not isinstance(node, cst.SubscriptElement):
+    if not _roots(key) & names:
         return False
-    if not any(isinstance(n, cst.Name) and n.value in names for n in _walk(node)):
-        return False
-    return not any(_inserts(current, parent) or isinstance(parent, cst.AssignTarget)
-                   for current, parent in _up_to_statement(scope, node))
+    return not any(_inserts(current, parent) or (parent.__class__ is ast.Assign and current in parent.targets)
+                   for current, parent in _up_to_statement(scope, key))
 
 
 def _up_to_statement(scope, node):
-    """(node, parent) pairs from `node` up to the statement that holds it."""
+    """(node, parent) pairs from `node` up to the statement that holds it (included)."""
     current, parent = node, scope.parent(node)
-    while parent is not None and parent.__class__ not in _STATEMENTS:
+    while parent is not None and not isinstance(current, ast.stmt) and parent.__class__ not in _COMPOUND:
         yield current, parent
         current, parent = parent, scope.parent(parent)
 
@@ -227,16 +289,6 @@ def _up_to_statement(scope, node):
 def _inserts(current, parent) -> bool:
     """`current` is what an insert writes: the target of `t[k] += 1`, an argument of
     `np.add.at` / `scatter_add_` / `bincount`."""
-    if isinstance(parent, cst.AugAssign) and current is parent.target:
+    if parent.__class__ is ast.AugAssign and current is parent.target:
         return True
-    return isinstance(parent, cst.Call) and full_name(parent.func).endswith(_INSERTS)
-
-
-def _walk(node):
-    from auditor.analysis import cst_children
-
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(cst_children(current))
+    return parent.__class__ is ast.Call and dotted_name(parent.func).endswith(_INSERTS)

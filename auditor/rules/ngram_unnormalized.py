@@ -20,11 +20,9 @@ from __future__ import annotations
 import ast
 import re
 
-import libcst as cst
-
 from auditor.analysis.flow import TARGET
 from auditor.analysis.gates import gated_uses
-from auditor.rules._patterns import full_name
+from auditor.rules._patterns import call_args, dotted_name, elements
 from auditor.rules.base import Hit, Rule, where
 
 LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
@@ -34,24 +32,26 @@ MIX_HINT = re.compile(r"\(\s*1(\.0*)?\s*-|logsumexp|logaddexp|exp\([^\n]*\+[^\n]
 MAXIMUM = re.compile(r"(^|\.)(max|maximum|fmax)$")
 
 
-def _is_log1p_exp(node: cst.CSTNode) -> bool:
+def _is_log1p_exp(node: ast.AST) -> bool:
     """`log1p(exp(...))` or `log(1 + exp(...))`: the tail of a log-add-exp."""
-    if node.__class__ is not cst.Call or not node.args:
+    if node.__class__ is not ast.Call:
         return False
-    name = full_name(node.func).rsplit(".", 1)[-1]
-    inner = node.args[0].value
-    if name == "log" and inner.__class__ is cst.BinaryOperation and inner.operator.__class__ is cst.Add \
-            and _is_one(inner.left):
+    args = call_args(node)
+    if not args:
+        return False
+    name = dotted_name(node.func).rsplit(".", 1)[-1]
+    inner = args[0]
+    if name == "log" and inner.__class__ is ast.BinOp and inner.op.__class__ is ast.Add and _is_one(inner.left):
         name, inner = "log1p", inner.right
-    return name == "log1p" and inner.__class__ is cst.Call and full_name(inner.func).rsplit(".", 1)[-1] == "exp"
+    return name == "log1p" and inner.__class__ is ast.Call and dotted_name(inner.func).rsplit(".", 1)[-1] == "exp"
 
 
-def _is_one(node: cst.CSTNode) -> bool:
-    return isinstance(node, (cst.Integer, cst.Float)) and node.value in ("1", "1.0", "1.")
+def _is_one(node: ast.AST) -> bool:
+    return node.__class__ is ast.Constant and node.value.__class__ in (int, float) and node.value == 1
 
 
-def _is_one_minus(node: cst.CSTNode) -> bool:
-    return isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract) and _is_one(node.left)
+def _is_one_minus(node: ast.AST) -> bool:
+    return node.__class__ is ast.BinOp and node.op.__class__ is ast.Sub and _is_one(node.left)
 
 
 class NgramUnnormalized(Rule):
@@ -103,42 +103,40 @@ class NgramUnnormalized(Rule):
                                "Issue #1017 condition 2)")
 
     @staticmethod
-    def _mixture(node: cst.CSTNode) -> list[cst.CSTNode]:
+    def _mixture(node: ast.AST) -> list[ast.AST]:
         """The operands of `(1 - a) * P + a * Q` or of a log-domain mix, else []."""
-        kind = node.__class__  # (libcst's node classes have no subclasses; its isinstance is slow)
-        if kind is not cst.BinaryOperation and kind is not cst.Call:
-            return []
-        if kind is cst.BinaryOperation and node.operator.__class__ is cst.Add:
+        kind = node.__class__
+        if kind is ast.BinOp and node.op.__class__ is ast.Add:
             left, right = node.left, node.right
-            if all(isinstance(side, cst.BinaryOperation) and isinstance(side.operator, cst.Multiply)
-                   for side in (left, right)):
+            if all(side.__class__ is ast.BinOp and side.op.__class__ is ast.Mult for side in (left, right)):
                 if any(_is_one_minus(f) for side in (left, right) for f in (side.left, side.right)):
                     return [left, right]
             # log-sum-exp written by hand: exp(lp_a + log(1 - a) - m) + exp(lp_b + log(a) - m)
             sides = [left, right]
-            if all(isinstance(side, cst.Call) and full_name(side.func).rsplit(".", 1)[-1] == "exp" and side.args
-                   for side in sides):
-                return [side.args[0].value for side in sides]
+            if all(side.__class__ is ast.Call and dotted_name(side.func).rsplit(".", 1)[-1] == "exp"
+                   and call_args(side) for side in sides):
+                return [call_args(side)[0] for side in sides]
             # log-add-exp written by hand: max(a, b) + log1p(exp(-abs(a - b)))
             for peak, tail in ((left, right), (right, left)):
-                if peak.__class__ is cst.Call and MAXIMUM.search(full_name(peak.func)) and len(peak.args) == 2 \
-                        and _is_log1p_exp(tail):
-                    return [a.value for a in peak.args]
-        if isinstance(node, cst.Call) and LOG_MIX.search(full_name(node.func)):
+                if peak.__class__ is ast.Call and MAXIMUM.search(dotted_name(peak.func)) \
+                        and len(call_args(peak)) == 2 and _is_log1p_exp(tail):
+                    return call_args(peak)
+        elif kind is ast.Call and LOG_MIX.search(dotted_name(node.func)):
             func = node.func
-            library = full_name(func).startswith(("torch.", "np.", "numpy.", "math.", "scipy."))
-            receiver = [func.value] if isinstance(func, cst.Attribute) and not library else []
-            operands = receiver + [a.value for a in node.args if a.keyword is None]
-            if full_name(func).endswith("logsumexp") and operands:
+            library = dotted_name(func).startswith(("torch.", "np.", "numpy.", "math.", "scipy."))
+            receiver = [func.value] if func.__class__ is ast.Attribute and not library else []
+            operands = receiver + call_args(node, named=False)
+            if dotted_name(func).endswith("logsumexp") and operands:
                 # over a stack of components (a mixture), or one tensor: a mixture when the
                 # tensor holds per-position values of the target (experts' NLLs), a plain
                 # normalization over the vocabulary otherwise (the check reads the target)
                 first = operands[0]
-                if isinstance(first, (cst.List, cst.Tuple)):
-                    return [e.value for e in first.elements]
-                if isinstance(first, cst.Call) and full_name(first.func).rsplit(".", 1)[-1] in ("stack", "cat") \
-                        and first.args and isinstance(first.args[0].value, (cst.List, cst.Tuple)):
-                    return [e.value for e in first.args[0].value.elements]
+                if first.__class__ in (ast.List, ast.Tuple):
+                    return elements(first)
+                if first.__class__ is ast.Call and dotted_name(first.func).rsplit(".", 1)[-1] in ("stack", "cat"):
+                    stacked = call_args(first)
+                    if stacked and stacked[0].__class__ in (ast.List, ast.Tuple):
+                        return elements(stacked[0])
                 return [first]
             return operands
         return []
@@ -273,30 +271,29 @@ def _feeds_the_score(analysis, scope, node) -> bool:
     function's result, not a running statistic kept in a field (an EMA of counts)."""
     function = scope.function
     wanted = analysis.score.of(function) | analysis.score.returned_by(function)
-    current = node
-    while current is not None and not isinstance(current, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-        if isinstance(current, cst.Return):
-            return True
-        if isinstance(current, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
-            targets = [t.target for t in current.targets] if isinstance(current, cst.Assign) else [current.target]
-            written = set()
-            for target in targets:
-                while isinstance(target, cst.Subscript):
-                    target = target.value
-                name = full_name(target)
-                parts = name.split(".")
-                written.add(".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0])
-            return bool(written & wanted)
-        current = scope.parent(current)
-    return True  # an expression statement or a call argument: judged by where it goes
+    statement = node
+    while statement is not None and not isinstance(statement, ast.stmt):
+        statement = scope.parent(statement)
+    if statement.__class__ is ast.Return:
+        return True
+    if statement.__class__ in (ast.Assign, ast.AugAssign, ast.AnnAssign):
+        targets = statement.targets if statement.__class__ is ast.Assign else [statement.target]
+        written = set()
+        for target in targets:
+            while target.__class__ is ast.Subscript:
+                target = target.value
+            parts = dotted_name(target).split(".")
+            written.add(".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0])
+        return bool(written & wanted)
+    return True  # an expression statement, a condition or a call argument: judged by where it goes
 
 
 def _normalizes(scope, node, operands) -> bool:
     """`t - logsumexp(t, dim=-1, keepdim=True)`: a log-softmax written by hand, which makes
     one distribution sum to 1; not a mixture of several."""
     parent = scope.parent(node)
-    if not (isinstance(node, cst.Call) and isinstance(parent, cst.BinaryOperation)
-            and isinstance(parent.operator, cst.Subtract) and parent.right is node):
+    if not (node.__class__ is ast.Call and parent.__class__ is ast.BinOp and parent.op.__class__ is ast.Sub
+            and parent.right is node):
         return False
     return len(operands) == 1 and scope.code(parent.left).strip() == scope.code(operands[0]).strip()
 
