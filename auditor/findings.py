@@ -140,8 +140,8 @@ class ClassifyResult:
     error: str | None = None
     findings: list[Finding] = field(default_factory=list)
     error_kind: ErrorKind | None = None  # set with verdict "error"
-    # code the rules could not look into, said plainly (native code built at run time, a
-    # function libcst cannot parse): a clean verdict does not cover it
+    # code the rules could not look into, said plainly (native code built at run time):
+    # a clean verdict does not cover it
     not_analysed: list[str] = field(default_factory=list)
 
     @property

@@ -446,13 +446,14 @@ def test_a_launcher_command_passes_its_env_list_into_the_run_configuration():
     assert readme_env(readme) == {"TTT_ENABLED": "1", "TTT_EPOCHS": "25", "TTT_FREEZE_BLOCKS": "0"}
 
 
-# min-nll-selection's illegal example with one minified line that libcst rejects as written
+# min-nll-selection's illegal example with one minified line (`...)for`, which libcst, the
+# rules' first parser, rejected)
 _PICK_BY_TRUE_TOKEN = _PICK.replace("{choice}", "other < previous:").replace(
     "    for i in range(len(seq) - 1):\n",
     "    sizes = [(0 if c == 0 else c)for c in counts]\n    for i in range(len(seq) - 1):\n", 1)
 
 
-def test_a_function_libcst_cannot_read_as_written_is_judged_as_ast_prints_it(tmp_path):
+def test_a_minified_function_is_judged(tmp_path):
     script = tmp_path / "train_gpt.py"
     script.write_text(_PICK_BY_TRUE_TOKEN)
     result = classify_path(script)

@@ -18,9 +18,9 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from auditor.analysis import Analysis, AstScope
+from auditor.analysis import Analysis, Scope
 from auditor.analysis.flow import TARGET, TRAIN, VAL
-from auditor.analysis.index import Function, child_nodes, node_roots, own_nodes, walk
+from auditor.analysis.index import Function, call_args, child_nodes, full_name, node_roots, own_nodes, walk
 
 OPTIMIZER = re.compile(r"(?:^|\.)(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Adafactor|Lion)$|optim\.\w+$")
 NO_GRAD = re.compile(r"(no_grad|inference_mode)")
@@ -39,7 +39,7 @@ class Event:
 @dataclass
 class Adaptation:
     function: Function
-    scope: AstScope
+    scope: Scope
     updates: list[Event]
     scores: list[Event]
     order: str
@@ -64,7 +64,7 @@ _LOOPS = frozenset({ast.For, ast.AsyncFor, ast.While})
 _WITHS = frozenset({ast.With, ast.AsyncWith})
 
 
-def _context(node: ast.AST, scope: AstScope) -> tuple[list[ast.AST], bool]:
+def _context(node: ast.AST, scope: Scope) -> tuple[list[ast.AST], bool]:
     loops, no_grad = [], False
     current = scope.parent(node)
     while current is not None:
@@ -73,52 +73,17 @@ def _context(node: ast.AST, scope: AstScope) -> tuple[list[ast.AST], bool]:
             loops.append(current)
         elif kind in _WITHS:
             for item in current.items:
-                if NO_GRAD.search(_name(item.context_expr)):
+                if NO_GRAD.search(full_name(item.context_expr)):
                     no_grad = True
         current = scope.parent(current)
     return loops, no_grad
-
-
-def full_name_of(node: ast.AST | None) -> str:
-    """`a.b.c` for a name or attribute chain, the callee's of a call, the container's of a
-    subscript; "" for anything else (libcst's get_full_name_for_node, on ast: True, False
-    and None are names there, and an attribute of anything else is `None.attr`)."""
-    if node is None:
-        return ""
-    cls = node.__class__
-    if cls is ast.Name:
-        return node.id
-    if cls is ast.Attribute:
-        return f"{full_name_of(node.value) or None}.{node.attr}"
-    if cls is ast.Call:
-        return full_name_of(node.func)
-    if cls is ast.Subscript:
-        return full_name_of(node.value)
-    if cls is ast.Constant and (node.value is None or node.value is True or node.value is False):
-        return str(node.value)
-    return ""
-
-
-_name = full_name_of
-
-
-def call_args(call: ast.Call) -> list[ast.AST]:
-    """A call's argument values in source order, keyword and starred ones included
-    (`f(*xs, k=v)` gives `xs`, `v`): what libcst's `Call.args` held."""
-    values = [a.value if a.__class__ is ast.Starred else a for a in call.args]
-    if call.keywords:
-        values.extend(k.value for k in call.keywords)
-        if call.args and call.args[-1].__class__ is ast.Starred:
-            # a `*xs` may follow keywords: put everything back in the order it was written
-            values.sort(key=lambda v: (v.lineno, v.col_offset))
-    return values
 
 
 def _leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _score_event(node: ast.AST, scope: AstScope, score_names: set[str], accumulating: set[str],
+def _score_event(node: ast.AST, scope: Scope, score_names: set[str], accumulating: set[str],
                  analysis: Analysis | None = None) -> bool:
     """A statement that adds a loss to the reported score: an in-place write of a value
     computed from the targets (or from validation data through a computation) into a value
@@ -148,7 +113,7 @@ def _score_event(node: ast.AST, scope: AstScope, score_names: set[str], accumula
             return any(scored(a) for a in args)
     if kind is ast.Call and isinstance(scope.parent(node), ast.Expr):
         args = call_args(node)
-        if _leaf(_name(node.func)) in accumulating and any(_score_root(a) in score_names for a in args):
+        if _leaf(full_name(node.func)) in accumulating and any(_score_root(a) in score_names for a in args):
             return any(scored(a) for a in args)
     if kind is ast.Assign:
         for target in node.targets:
@@ -167,7 +132,7 @@ def _score_root(node: ast.AST) -> str:
     """The accumulated value's name as values.py keys it: `s` of `s[i]`, `self.s` of `self.s.x`."""
     while isinstance(node, (ast.Subscript, ast.Call)):
         node = node.value if isinstance(node, ast.Subscript) else node.func.value if isinstance(node.func, ast.Attribute) else node.func
-    name = _name(node)
+    name = full_name(node)
     parts = name.split(".")
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
@@ -208,30 +173,9 @@ def _accumulating_helpers(analysis: Analysis) -> set[str]:
         f.name for f in analysis.index.functions if in_place_roots(f) & set(f.params)})
 
 
-_NOT_NAMES = {"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"}
 
 
-def _node_roots(node) -> set[str]:
-    """The names an expression reads, `a` of `a.b.c`: index.node_roots."""
-    if isinstance(node, ast.AST):
-        return node_roots(node)
-    # A libcst node: min_nll_selection's, until that rule moves to ast (then this part goes).
-    from auditor.analysis import code_children
-
-    found, stack = set(), [node]
-    while stack:
-        current = stack.pop()
-        kind = current.__class__.__name__
-        if kind == "Name":
-            found.add(current.value)
-        elif kind == "Attribute":
-            stack.append(current.value)  # the attribute's own name is not a variable
-        else:
-            stack.extend(code_children(current))  # (no name in layout)
-    return found - _NOT_NAMES
-
-
-def _local_sources(scope: AstScope, classes: set[str] = frozenset(),
+def _local_sources(scope: Scope, classes: set[str] = frozenset(),
                    functions: set[str] = frozenset()) -> dict[str, set[str]]:
     """For each local name, the names its value is made of: assignments, `.append(x)`,
     `.extend(xs)`, and loop variables. A constructor call (one of the submission's classes,
@@ -245,21 +189,21 @@ def _local_sources(scope: AstScope, classes: set[str] = frozenset(),
             base = node.value  # the call a chain starts with: `Lora(...).to(device)` is built here
             while isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute) and isinstance(base.func.value, ast.Call):
                 base = base.func.value
-            called = _leaf(_name(base.func)) if isinstance(base, ast.Call) else ""
+            called = _leaf(full_name(base.func)) if isinstance(base, ast.Call) else ""
             built = called in classes or (called[:1].isupper() and called not in functions)
-            parts = set() if built else _node_roots(node.value)
+            parts = set() if built else node_roots(node.value)
             for target in node.targets:
-                for name in _node_roots(target):
+                for name in node_roots(target):
                     sources.setdefault(name, set()).update(parts)
         elif kind is ast.For or kind is ast.AsyncFor:
-            parts = _node_roots(node.iter)
-            for name in _node_roots(node.target):
+            parts = node_roots(node.iter)
+            for name in node_roots(node.target):
                 sources.setdefault(name, set()).update(parts)
         elif (kind is ast.Call and isinstance(node.func, ast.Attribute)
               and node.func.attr in ("append", "extend", "add") and (node.args or node.keywords)):
-            owner = _name(node.func.value).split(".")[0]
+            owner = full_name(node.func.value).split(".")[0]
             if owner:
-                sources.setdefault(owner, set()).update(_node_roots(call_args(node)[0]))
+                sources.setdefault(owner, set()).update(node_roots(call_args(node)[0]))
     return sources
 
 
@@ -274,11 +218,11 @@ def _closure(names: set[str], sources: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _optimizer_calls(scope: AstScope, analysis: Analysis | None = None) -> list[ast.Call]:
+def _optimizer_calls(scope: Scope, analysis: Analysis | None = None) -> list[ast.Call]:
     own = _optimizer_classes(analysis) if analysis is not None else set()
     return [node for node in scope.walk() if node.__class__ is ast.Call
-            and (OPTIMIZER.search(_name(node.func)) or _leaf(_name(node.func)) in own)
-            and "lr_scheduler" not in _name(node.func)]
+            and (OPTIMIZER.search(full_name(node.func)) or _leaf(full_name(node.func)) in own)
+            and "lr_scheduler" not in full_name(node.func)]
 
 
 def _optimizer_classes(analysis: Analysis) -> set[str]:
@@ -303,13 +247,13 @@ def _requires_grad(call: ast.Call) -> bool:
     """`torch.zeros(..., requires_grad=True)`, `torch.zeros(...).requires_grad_()`,
     `nn.Parameter(torch.zeros(...))`: a fresh tensor that gradients will update."""
     while True:  # along a chain: torch.zeros(..., requires_grad=True).to(device)
-        if any(k.arg == "requires_grad" and _name(k.value) == "True" for k in call.keywords):
+        if any(k.arg == "requires_grad" and full_name(k.value) == "True" for k in call.keywords):
             return True
         args = call_args(call)
         if isinstance(call.func, ast.Attribute) and call.func.attr == "requires_grad_" and not args:
             return True
-        if _name(call.func).endswith("nn.Parameter") and args and isinstance(args[0], ast.Call) \
-                and re.match(r"^torch\.(zeros|full|empty|randn)", _name(args[0].func)):
+        if full_name(call.func).endswith("nn.Parameter") and args and isinstance(args[0], ast.Call) \
+                and re.match(r"^torch\.(zeros|full|empty|randn)", full_name(args[0].func)):
             return True
         if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Call):
             call = call.func.value
@@ -317,33 +261,33 @@ def _requires_grad(call: ast.Call) -> bool:
         return False
 
 
-def _delta_names(scope: AstScope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> set[str]:
+def _delta_names(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> set[str]:
     """Tensors created here with requires_grad and handed to an optimizer built here (SLOT)."""
     created: set[str] = set()
     fresh: set[str] = set()  # tensors made here from a factory: torch.zeros(...), ...
     for node in scope.walk():
         kind = node.__class__
         if kind is ast.Assign and len(node.targets) == 1 and isinstance(node.value, ast.Call):
-            target = _name(node.targets[0])
+            target = full_name(node.targets[0])
             if not target:
                 continue
             if _requires_grad(node.value):
                 created.add(target)
-            if _FACTORY.match(_name(node.value.func)):
+            if _FACTORY.match(full_name(node.value.func)):
                 fresh.add(target)
         elif kind is ast.Call and isinstance(node.func, ast.Attribute) and node.func.attr == "requires_grad_":
             # delta.requires_grad_() on a fresh tensor; not p.requires_grad_(True) over model parameters
-            if _name(node.func.value) in fresh:
-                created.add(_name(node.func.value))
+            if full_name(node.func.value) in fresh:
+                created.add(full_name(node.func.value))
     optimized: set[str] = set()
     for call in _optimizer_calls(scope, analysis):
         args = call_args(call)
         if args:
-            optimized |= _closure(_node_roots(args[0]), sources)
+            optimized |= _closure(node_roots(args[0]), sources)
     return created & optimized
 
 
-def _trains_local_modules_only(scope: AstScope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> bool:
+def _trains_local_modules_only(scope: Scope, sources: dict[str, set[str]], analysis: Analysis | None = None) -> bool:
     """True when every optimizer built here optimizes modules that are also built here.
 
     A compile warm-up on a throwaway LoRA, or a diagnostics probe, leaves the evaluated
@@ -361,13 +305,13 @@ def _trains_local_modules_only(scope: AstScope, sources: dict[str, set[str]], an
         args = call_args(call)
         if not args:
             return False
-        roots = _node_roots(args[0])
+        roots = node_roots(args[0])
         if not roots or not roots <= set(sources) or _closure(roots, sources) & given:
             return False
     return True
 
 
-def _update_events(analysis: Analysis, scope: AstScope,
+def _update_events(analysis: Analysis, scope: Scope,
                    trainers: dict[str, Function]) -> tuple[list[Event], str | None]:
     function = scope.function
     # functions visible here by name: its own closures and those of the functions around it
@@ -385,25 +329,25 @@ def _update_events(analysis: Analysis, scope: AstScope,
         receiver = None
         if isinstance(func, ast.Attribute) and func.attr == "backward":
             receiver = func.value
-        elif _name(func) in ("torch.autograd.grad", "autograd.grad") and args:
+        elif full_name(func) in ("torch.autograd.grad", "autograd.grad") and args:
             receiver = args[0]
-        elif isinstance(func, ast.Attribute) and func.attr == "step" and args and _name(args[0]) in nested:
+        elif isinstance(func, ast.Attribute) and func.attr == "step" and args and full_name(args[0]) in nested:
             # optimizer.step(closure), L-BFGS style: the backward is inside the closure
             if _function_is_val(analysis, function):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
             continue
-        elif _leaf(_name(func)) in trainers and (args or _is_closure_of(trainers[_leaf(_name(func))], function)):
+        elif _leaf(full_name(func)) in trainers and (args or _is_closure_of(trainers[_leaf(full_name(func))], function)):
             # a trainer handed validation data, or a closure of this function that trains
             # on what it reads from here
             # (an argument of training and validation data together is training on mixed
             # data: val-data-in-training's, not adaptation on the validation set)
-            if _is_closure_of(trainers[_leaf(_name(func))], function) or any(
+            if _is_closure_of(trainers[_leaf(full_name(func))], function) or any(
                     VAL in kinds and TRAIN not in kinds
                     for kinds in (analysis.kinds(function, arg, scope) for arg in args)):
                 loops, no_grad = _context(node, scope)
                 events.append(Event(node, scope.lines(node)[0], loops, no_grad))
-                via = _leaf(_name(func))
+                via = _leaf(full_name(func))
             continue
         if receiver is not None and VAL in analysis.kinds(function, receiver, scope):
             loops, no_grad = _context(node, scope)
@@ -462,7 +406,7 @@ def _order_for(update: Event, scores: list[Event], is_epoch) -> tuple[str, Event
 class _EpochLoops:
     """_is_epoch_loop of one scope's loops, each answered once (_classify asks per update)."""
 
-    def __init__(self, analysis: Analysis, scope: AstScope):
+    def __init__(self, analysis: Analysis, scope: Scope):
         self.analysis, self.scope, self.known = analysis, scope, {}
 
     def __call__(self, loop: ast.AST) -> bool:
@@ -472,7 +416,7 @@ class _EpochLoops:
         return self.known[key][1]
 
 
-def _is_epoch_loop(analysis: Analysis, scope: AstScope, loop: ast.AST) -> bool:
+def _is_epoch_loop(analysis: Analysis, scope: Scope, loop: ast.AST) -> bool:
     """A loop that repeats the same data: it does not iterate over the data itself, and its
     variable (or anything computed from it) never selects data inside it: it indexes or
     slices nothing, bounds no inner loop, and is handed to no call together with the
@@ -487,20 +431,20 @@ def _is_epoch_loop(analysis: Analysis, scope: AstScope, loop: ast.AST) -> bool:
     if loop.__class__ is not ast.While:
         if VAL in analysis.kinds(function, loop.iter, scope):
             return False
-        derived = _node_roots(loop.target)
+        derived = node_roots(loop.target)
         if not derived:
             return True
     else:
-        derived, tested = set(), _node_roots(loop.test)
+        derived, tested = set(), node_roots(loop.test)
         for node in body:
-            if isinstance(node, ast.AugAssign) and _node_roots(node.target) & tested:
-                derived |= _node_roots(node.target)
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _name(node.value.func) == "next":
+            if isinstance(node, ast.AugAssign) and node_roots(node.target) & tested:
+                derived |= node_roots(node.target)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and full_name(node.value.func) == "next":
                 args = call_args(node.value)
                 if args and VAL in analysis.kinds(function, args[0], scope):
                     return False  # it walks an iterator over the data
                 for target in node.targets:
-                    derived |= _node_roots(target)
+                    derived |= node_roots(target)
         if not derived:
             return False  # nothing to tell repetition from walking: not a repeat
     # A nested helper called in the body is part of it (a loop body moved into a closure):
@@ -509,17 +453,17 @@ def _is_epoch_loop(analysis: Analysis, scope: AstScope, loop: ast.AST) -> bool:
     for node in list(body):
         if isinstance(node, ast.Call):
             for closure in _called_closures(analysis, function, node):
-                inner = analysis.ast_scope(closure).walk()
+                inner = analysis.scope(closure).walk()
                 owner.update((id(n), closure) for n in inner)
                 body = body + inner
     for _ in range(3):
         grown = False
         for node in body:
             if node.__class__ in _ASSIGNMENTS and node.value is not None:
-                if _node_roots(node.value) & derived:
+                if node_roots(node.value) & derived:
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     for target in targets:
-                        names = _node_roots(target) - derived
+                        names = node_roots(target) - derived
                         if names:
                             derived |= names
                             grown = True
@@ -528,20 +472,20 @@ def _is_epoch_loop(analysis: Analysis, scope: AstScope, loop: ast.AST) -> bool:
     for node in body:
         kind = node.__class__  # (ast's classes have no subclasses)
         if kind is ast.Subscript:
-            if _node_roots(node.slice) & derived:
+            if node_roots(node.slice) & derived:
                 return False
         elif (kind is ast.For or kind is ast.AsyncFor) and node is not loop:
-            if _node_roots(node.iter) & derived:
+            if node_roots(node.iter) & derived:
                 return False
         elif kind is ast.While and node is not loop:
-            if _node_roots(node.test) & derived:
+            if node_roots(node.test) & derived:
                 return False
         elif kind is ast.Call and (node.args or node.keywords):
             args = call_args(node)
-            with_derived = [a for a in args if _node_roots(a) & derived]
+            with_derived = [a for a in args if node_roots(a) & derived]
             others = [a for a in args if a not in with_derived]
             where = owner.get(id(node), function)
-            if with_derived and any(VAL in analysis.kinds(where, a, analysis.ast_scope(where)) for a in others):
+            if with_derived and any(VAL in analysis.kinds(where, a, analysis.scope(where)) for a in others):
                 return False
     return True
 
@@ -551,7 +495,7 @@ _ASSIGNMENTS = frozenset({ast.Assign, ast.AugAssign, ast.AnnAssign})
 
 def _called_closures(analysis: Analysis, function: Function, call: ast.Call) -> list[Function]:
     """The nested functions of `function` that this call runs."""
-    return [callee for callee in analysis.index.resolve(_leaf(_name(call.func))) if callee.parent is function]
+    return [callee for callee in analysis.index.resolve(_leaf(full_name(call.func))) if callee.parent is function]
 
 
 def free_names(function: Function) -> frozenset[str]:
@@ -595,7 +539,7 @@ def _find_adaptations(analysis: Analysis) -> list[Adaptation]:
     to_visit = [f for f in analysis.index.functions if _may_train_on_val(analysis, f)]
     for _ in range(4):
         for function in to_visit:
-            scope = analysis.ast_scope(function)
+            scope = analysis.scope(function)
             updates, via = _update_events(analysis, scope, trainers)
             if not updates:
                 continue
@@ -664,9 +608,9 @@ def _repeated_passes(analysis: Analysis, results: dict[Function, Adaptation]) ->
                 isinstance(n, ast.Call) and _call_leaf(n) in passes for n in ast.walk(loop))
                 for loop in own_nodes(function)):
             continue  # no pass is called from inside a loop here
-        scope = analysis.ast_scope(function)
+        scope = analysis.scope(function)
         for node in scope.walk():
-            if node.__class__ is not ast.Call or _leaf(_name(node.func)) not in passes:
+            if node.__class__ is not ast.Call or _leaf(full_name(node.func)) not in passes:
                 continue
             if not any(VAL in analysis.kinds(function, a, scope) for a in call_args(node)):
                 continue
@@ -674,7 +618,7 @@ def _repeated_passes(analysis: Analysis, results: dict[Function, Adaptation]) ->
             if any(_is_epoch_loop(analysis, scope, loop) for loop in loops):
                 event = Event(node, scope.lines(node)[0], loops, no_grad)
                 results[function] = Adaptation(function, scope, [event], [], "epoch-rescore", event, None,
-                                               via_call=_leaf(_name(node.func)))
+                                               via_call=_leaf(full_name(node.func)))
                 break
 
 

@@ -1,8 +1,8 @@
 """The index: every function and class of a submission, and who references whom.
 
 Built from Python's `ast` (fast, exact line numbers) over the main script and the helper
-modules it imports. The libcst trees that rules inspect are parsed per top-level
-statement, lazily, only where a rule's prefilter matches (see analysis/__init__.py).
+modules it imports. Rules read the same trees, one function at a time (a `Scope`, see
+analysis/__init__.py).
 """
 
 from __future__ import annotations
@@ -245,3 +245,35 @@ def node_roots(node: ast.AST) -> set[str]:
                 found.add(current.arg)
             stack.extend(child_nodes(current))
     return found - _NOT_NAMES
+
+
+def full_name(node: ast.AST | None) -> str:
+    """`a.b.c` for a name or attribute chain, the callee's of a call, the container's of a
+    subscript; "" for anything else. True, False and None count as names, and an attribute
+    of anything else reads `None.attr` (the readings of libcst's get_full_name_for_node,
+    which the rules were first written with)."""
+    if node is None:
+        return ""
+    cls = node.__class__
+    if cls is ast.Name:
+        return node.id
+    if cls is ast.Attribute:
+        return f"{full_name(node.value) or None}.{node.attr}"
+    if cls is ast.Call:
+        return full_name(node.func)
+    if cls is ast.Subscript:
+        return full_name(node.value)
+    if cls is ast.Constant and (node.value is None or node.value is True or node.value is False):
+        return str(node.value)
+    return ""
+
+
+def call_args(call: ast.Call, named: bool = True) -> list[ast.expr]:
+    """The values passed to a call in source order: positional ones, `*xs` and `**kw` (as
+    `xs` and `kw`), and, with `named`, those of keyword arguments."""
+    values = [a.value if a.__class__ is ast.Starred else a for a in call.args]
+    keywords = [k.value for k in call.keywords if named or k.arg is None]
+    if not keywords:
+        return values
+    # a keyword may come before `*xs` (`f(a, key=1, *rest)`)
+    return sorted(values + keywords, key=lambda v: (v.lineno, v.col_offset))

@@ -119,9 +119,6 @@ def not_analysed(analysis: Analysis) -> list[str]:
                 notes.append(f"{Path(function.unit.display).name}:{node.lineno}: native code loaded at run time "
                              f"(`{ast.unparse(node.func)[:60]}` in {where(function)}) is not analysed"
                              + ("" if live else f" (dormant: {why})"))
-    for function in analysis.unparsed:
-        notes.append(f"{Path(function.unit.display).name}:{function.lineno}: {where(function)} could not be parsed "
-                     "by the rules' parser (libcst), so no rule looked inside it")
     return notes
 
 

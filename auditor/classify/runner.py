@@ -69,9 +69,7 @@ def _death(process) -> str:
 
 def _load_analysis_code() -> None:
     """Import the analysis and every rule once, in the parent: each forked worker inherits
-    them instead of importing libcst and the rules again (most of a small file's time)."""
-    import libcst  # noqa: F401
-
+    them instead of importing the analysis and the rules again (most of a small file's time)."""
     import auditor.analysis  # noqa: F401
     from auditor.classify.cache import code_digest
     from auditor.rules import all_rules

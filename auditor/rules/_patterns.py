@@ -6,44 +6,8 @@ import ast
 import io
 import tokenize
 
-import libcst as cst
-from libcst.helpers import get_full_name_for_node
-
 from auditor.analysis import source_segment
 from auditor.analysis.index import Unit
-
-
-def full_name(node: cst.CSTNode | None) -> str:
-    """`a.b.c` for a name or attribute chain, "" for anything else."""
-    return (get_full_name_for_node(node) or "") if node is not None else ""
-
-
-def dotted_name(node: ast.AST | None) -> str:
-    """`a.b.c` for a name or attribute chain, the callee's of a call, the container's of a
-    subscript; "" for anything else (libcst's get_full_name_for_node on ast)."""
-    if node is None:
-        return ""
-    cls = node.__class__
-    if cls is ast.Name:
-        return node.id
-    if cls is ast.Attribute:
-        return f"{dotted_name(node.value) or None}.{node.attr}"
-    if cls is ast.Call:
-        return dotted_name(node.func)
-    if cls is ast.Subscript:
-        return dotted_name(node.value)
-    return ""
-
-
-def call_args(call: ast.Call, named: bool = True) -> list[ast.expr]:
-    """The values passed to a call in source order: positional ones, `*xs` and `**kw` (as
-    `xs` and `kw`), and, with `named`, those of keyword arguments."""
-    values = [a.value if a.__class__ is ast.Starred else a for a in call.args]
-    keywords = [k.value for k in call.keywords if named or k.arg is None]
-    if not keywords:
-        return values
-    # a keyword may come before `*xs` (`f(a, key=1, *rest)`)
-    return sorted(values + keywords, key=lambda v: (v.lineno, v.col_offset))
 
 
 def elements(node: ast.Tuple | ast.List) -> list[ast.expr]:

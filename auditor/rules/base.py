@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from auditor.analysis import Analysis, AstScope
+from auditor.analysis import Analysis, Scope
 from auditor.analysis.index import MODULE_SCOPE, Function
 
 
@@ -39,7 +39,7 @@ class Rule:
 
     def check(self, analysis: Analysis) -> Iterator[Hit]:
         for function in self.candidates(analysis):
-            yield from self.check_scope(analysis, analysis.ast_scope(function))
+            yield from self.check_scope(analysis, analysis.scope(function))
 
     def candidates(self, analysis: Analysis) -> list[Function]:
         functions = analysis.index.functions if self.prefilter is None else analysis.functions_matching(self.prefilter)
@@ -49,10 +49,10 @@ class Rule:
         """A cheap test before the function's code is walked."""
         return True
 
-    def check_scope(self, analysis: Analysis, scope: AstScope) -> Iterator[Hit]:
+    def check_scope(self, analysis: Analysis, scope: Scope) -> Iterator[Hit]:
         return iter(())
 
-    def hit(self, scope: AstScope, node, message: str, severity: str = "violation") -> Hit:
+    def hit(self, scope: Scope, node, message: str, severity: str = "violation") -> Hit:
         start, end = scope.lines(node)
         return Hit(scope.function, start, end, message, severity)
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import ast
 import re
 
-from auditor.analysis.index import call_name, child_nodes, node_roots, own_nodes, walk
+from auditor.analysis.index import call_args, call_name, child_nodes, full_name, node_roots, own_nodes, walk
 from auditor.analysis.adaptation import adaptations
 from auditor.analysis.flow import TARGET, VAL
 from auditor.analysis.values import _facts
-from auditor.rules._patterns import call_args, dotted_name, elements, subscript_elements
+from auditor.rules._patterns import elements, subscript_elements
 from auditor.rules.base import Rule, where
 
 MINIMUM = re.compile(r"(^|\.)(minimum|fmin|min|amin)$")
@@ -70,7 +70,7 @@ class MinNllSelection(Rule):
             return bool(analysis.kinds(function, node, scope) & {VAL, TARGET})
 
         for node in scope.walk():
-            if node.__class__ is ast.Call and MINIMUM.search(dotted_name(node.func)) and not per_token_only:
+            if node.__class__ is ast.Call and MINIMUM.search(full_name(node.func)) and not per_token_only:
                 args = call_args(node)
                 if len(args) < 2:
                     continue
@@ -188,7 +188,7 @@ _LOG_CALLS = frozenset({"log", "log2", "log10", "log1p", "log_softmax", "logsume
 def _log_derived(function, names: set[str], test: ast.expr) -> bool:
     """Whether the compared values are losses: the test, or an assignment in the function to
     one of the names it reads (here, through `compared`'s sources), calls a logarithm."""
-    if any(node.__class__ is ast.Call and dotted_name(node.func).rsplit(".", 1)[-1] in _LOG_CALLS
+    if any(node.__class__ is ast.Call and full_name(node.func).rsplit(".", 1)[-1] in _LOG_CALLS
            for node in walk(test)):
         return True
     for node in own_nodes(function):

@@ -13,8 +13,8 @@ import ast
 import re
 
 from auditor.analysis.flow import TARGET, VAL
-from auditor.analysis.index import child_nodes, walk
-from auditor.rules._patterns import call_args, dotted_name, elements, subscript_elements
+from auditor.analysis.index import call_args, child_nodes, full_name, walk
+from auditor.rules._patterns import elements, subscript_elements
 from auditor.rules.base import Rule, where
 
 # In-place writes that insert into a table: a key there counts a token already scored.
@@ -156,7 +156,7 @@ RULE = NgramTargetInKey()
 def _library_hash(analysis, node) -> bool:
     """`hash(...)`, `hashlib.*`, `xxhash.*`: a library's hash (the submission's own hashing
     helpers are analyzed inside, where their XORs are)."""
-    name = dotted_name(node.func)
+    name = full_name(node.func)
     if "hash" not in name.lower():
         return False
     return not analysis.index.resolve(name.rsplit(".", 1)[-1])
@@ -291,4 +291,4 @@ def _inserts(current, parent) -> bool:
     `np.add.at` / `scatter_add_` / `bincount`."""
     if parent.__class__ is ast.AugAssign and current is parent.target:
         return True
-    return parent.__class__ is ast.Call and dotted_name(parent.func).endswith(_INSERTS)
+    return parent.__class__ is ast.Call and full_name(parent.func).endswith(_INSERTS)

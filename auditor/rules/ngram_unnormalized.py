@@ -20,9 +20,10 @@ from __future__ import annotations
 import ast
 import re
 
+from auditor.analysis.index import call_args, full_name
 from auditor.analysis.flow import TARGET
 from auditor.analysis.gates import gated_uses
-from auditor.rules._patterns import call_args, dotted_name, elements
+from auditor.rules._patterns import elements
 from auditor.rules.base import Hit, Rule, where
 
 LOG_MIX = re.compile(r"(logsumexp|logaddexp)$")
@@ -39,11 +40,11 @@ def _is_log1p_exp(node: ast.AST) -> bool:
     args = call_args(node)
     if not args:
         return False
-    name = dotted_name(node.func).rsplit(".", 1)[-1]
+    name = full_name(node.func).rsplit(".", 1)[-1]
     inner = args[0]
     if name == "log" and inner.__class__ is ast.BinOp and inner.op.__class__ is ast.Add and _is_one(inner.left):
         name, inner = "log1p", inner.right
-    return name == "log1p" and inner.__class__ is ast.Call and dotted_name(inner.func).rsplit(".", 1)[-1] == "exp"
+    return name == "log1p" and inner.__class__ is ast.Call and full_name(inner.func).rsplit(".", 1)[-1] == "exp"
 
 
 def _is_one(node: ast.AST) -> bool:
@@ -113,27 +114,27 @@ class NgramUnnormalized(Rule):
                     return [left, right]
             # log-sum-exp written by hand: exp(lp_a + log(1 - a) - m) + exp(lp_b + log(a) - m)
             sides = [left, right]
-            if all(side.__class__ is ast.Call and dotted_name(side.func).rsplit(".", 1)[-1] == "exp"
+            if all(side.__class__ is ast.Call and full_name(side.func).rsplit(".", 1)[-1] == "exp"
                    and call_args(side) for side in sides):
                 return [call_args(side)[0] for side in sides]
             # log-add-exp written by hand: max(a, b) + log1p(exp(-abs(a - b)))
             for peak, tail in ((left, right), (right, left)):
-                if peak.__class__ is ast.Call and MAXIMUM.search(dotted_name(peak.func)) \
+                if peak.__class__ is ast.Call and MAXIMUM.search(full_name(peak.func)) \
                         and len(call_args(peak)) == 2 and _is_log1p_exp(tail):
                     return call_args(peak)
-        elif kind is ast.Call and LOG_MIX.search(dotted_name(node.func)):
+        elif kind is ast.Call and LOG_MIX.search(full_name(node.func)):
             func = node.func
-            library = dotted_name(func).startswith(("torch.", "np.", "numpy.", "math.", "scipy."))
+            library = full_name(func).startswith(("torch.", "np.", "numpy.", "math.", "scipy."))
             receiver = [func.value] if func.__class__ is ast.Attribute and not library else []
             operands = receiver + call_args(node, named=False)
-            if dotted_name(func).endswith("logsumexp") and operands:
+            if full_name(func).endswith("logsumexp") and operands:
                 # over a stack of components (a mixture), or one tensor: a mixture when the
                 # tensor holds per-position values of the target (experts' NLLs), a plain
                 # normalization over the vocabulary otherwise (the check reads the target)
                 first = operands[0]
                 if first.__class__ in (ast.List, ast.Tuple):
                     return elements(first)
-                if first.__class__ is ast.Call and dotted_name(first.func).rsplit(".", 1)[-1] in ("stack", "cat"):
+                if first.__class__ is ast.Call and full_name(first.func).rsplit(".", 1)[-1] in ("stack", "cat"):
                     stacked = call_args(first)
                     if stacked and stacked[0].__class__ in (ast.List, ast.Tuple):
                         return elements(stacked[0])
@@ -282,7 +283,7 @@ def _feeds_the_score(analysis, scope, node) -> bool:
         for target in targets:
             while target.__class__ is ast.Subscript:
                 target = target.value
-            parts = dotted_name(target).split(".")
+            parts = full_name(target).split(".")
             written.add(".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0])
         return bool(written & wanted)
     return True  # an expression statement, a condition or a call argument: judged by where it goes

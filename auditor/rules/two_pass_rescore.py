@@ -15,9 +15,8 @@ import ast
 import re
 
 from auditor.analysis.flow import VAL
-from auditor.analysis.index import call_name, dotted, own_nodes
-from auditor.analysis.adaptation import _base_name, adaptations, call_args, free_names
-from auditor.analysis.adaptation import full_name_of as full_name
+from auditor.analysis.index import call_args, call_name, dotted, full_name, own_nodes
+from auditor.analysis.adaptation import _base_name, adaptations, free_names
 from auditor.rules.base import Hit, Rule, where
 
 # In-place writes into a table (a count cache, a probability store).
@@ -110,7 +109,7 @@ class TwoPassRescore(Rule):
                 continue
             if not _may_insert(analysis, function, writers):
                 continue  # no insert to find: spare the walk
-            yield from self._second_pass_in(analysis, analysis.ast_scope(function), writers)
+            yield from self._second_pass_in(analysis, analysis.scope(function), writers)
 
     def _second_pass_in(self, analysis, scope, writers):
         function = scope.function
@@ -123,7 +122,7 @@ class TwoPassRescore(Rule):
                 if closure.parent is not function:
                     continue
                 inner_inserts, inner_scores = analysis.memo(
-                    f"pass-events:{id(closure)}", lambda c=closure: _pass_events(self, analysis, analysis.ast_scope(c), writers))
+                    f"pass-events:{id(closure)}", lambda c=closure: _pass_events(self, analysis, analysis.scope(c), writers))
                 at = (scope.lines(node)[0], _loops_of(node, scope), node)
                 if inner_inserts:
                     inserts.append(at + (_table_of(inner_inserts[0][2]),))
@@ -178,7 +177,7 @@ class TwoPassRescore(Rule):
             text = analysis.text_of(function)
             if not any(f"{name}(" in text for name in trainers):
                 continue
-            scope = analysis.ast_scope(function)
+            scope = analysis.scope(function)
             trained_models: dict[str, int] = {}
             for node in scope.walk():
                 if node.__class__ is not ast.Call:
