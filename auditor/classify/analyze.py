@@ -85,15 +85,19 @@ def _fewer_collections():
         gc.set_threshold(*before)
 
 
+def _findings(submission: Submission, display: str) -> tuple[list[Finding], list[str]]:
+    # (the trees die with this frame, before the collector's threshold is put back)
+    source = submission.source()
+    with submission.reading():
+        analysis = analyze_source(source, submission, display=display)
+        return run_rules(analysis), not_analysed(analysis)
+
+
 def classify_submission(submission: Submission, display: str) -> ClassifyResult:
     sha = sha256_of(submission, submission.script)
     try:
         with _fewer_collections():
-            source = submission.source()
-            with submission.reading():
-                analysis = analyze_source(source, submission, display=display)
-                findings = run_rules(analysis)
-                unread = not_analysed(analysis)
+            findings, unread = _findings(submission, display)
     except SourceError as exc:
         return ClassifyResult(display, sha, "error", str(exc), error_kind="input")
     except RecursionError:
