@@ -627,40 +627,64 @@ def _code(node: ast.AST) -> str:
 
 def _expr_facts(expr: ast.AST, env: dict[str, str], passes=None) -> tuple[frozenset, frozenset, tuple, frozenset]:
     """(kinds from sources, names read, functions called, subscripts read) of an expression;
-    cached on the node, since the fixpoint asks about the same expressions many times."""
-    facts = getattr(expr, "_auditor_facts", None)
+    cached on the node, since the fixpoint asks about the same expressions many times.
+
+    The walk goes into neither lambdas, nor calls that only read sizes, nor the arguments
+    that a called function of the submission does not pass on to its result."""
+    facts = expr.__dict__.get("_auditor_facts")
     if facts is not None:
         return facts
     static: set[str] = set()
     names: set[str] = set()
     calls: list[tuple[str, str]] = []
     subscripts: set[str] = set()
-    for node in _walk_expr(expr, passes):
-        if isinstance(node, (ast.Name, ast.Attribute)):
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        kind = node.__class__  # (ast's classes have no subclasses: identity is isinstance)
+        if kind is ast.Name:
+            names.add(node.id)
+        elif kind is ast.Attribute:
             name = dotted(node)
-            if name is None:
-                if isinstance(node, ast.Attribute):
-                    name = "?." + node.attr  # an attribute of a call's result: still a field read
-                else:
-                    continue
-            names.add(name)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            static |= _string_kinds(node.value)
-        elif isinstance(node, ast.Subscript):
+            # an attribute of a call's result: still a field read
+            names.add(name if name is not None else "?." + node.attr)
+            if node.attr in _SIZE_ATTRIBUTES:
+                continue
+        elif kind is ast.Constant:
+            if node.value.__class__ is str:
+                static |= _string_kinds(node.value)
+            continue
+        elif kind is ast.Subscript:
             subscripts.add(_code(node))
             variable = _env_variable(node)
             if variable and variable in env:
                 static |= _string_kinds(env[variable])
-        elif isinstance(node, ast.Call):
+        elif kind is ast.Call:
             name = call_name(node)
             variable = _env_variable(node)
             if variable and variable in env:
                 static |= _string_kinds(env[variable])
-            receiver = dotted(node.func.value) if isinstance(node.func, ast.Attribute) else None
+            receiver = dotted(node.func.value) if node.func.__class__ is ast.Attribute else None
             calls.append((name, (receiver or "").rsplit(".", 1)[-1]))
+            if name in _OPAQUE_CALLS:
+                continue
+            if passes is not None:
+                kept = passes(node)
+                if kept is not None:
+                    positions, keywords = kept
+                    stack.append(node.func)
+                    stack.extend(a for i, a in enumerate(node.args) if i in positions or a.__class__ is ast.Starred)
+                    stack.extend(k.value for k in node.keywords if k.arg is None or k.arg in keywords)
+                    continue
+        elif kind is ast.Lambda:
+            continue
+        stack.extend(child_nodes(node))
     facts = (frozenset(static), frozenset(names), tuple(calls), frozenset(subscripts))
     expr._auditor_facts = facts  # kept on the node: it lives as long as the tree
     return facts
+
+
+_SIZE_ATTRIBUTES = frozenset({"shape", "dtype", "device", "numel", "size"})
 
 
 def _string_kinds(text: str) -> set[str]:
@@ -808,33 +832,6 @@ def _target_names(target: ast.AST) -> list[str]:
     if isinstance(target, ast.Starred):
         return _target_names(target.value)
     return []
-
-
-def _walk_expr(expr: ast.AST, passes=None):
-    """Walk an expression, but not into lambdas, calls that only read sizes, or arguments
-    that a called function of the submission does not pass on to its result."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        kind = node.__class__  # (ast's classes have no subclasses: identity is isinstance)
-        if kind is ast.Call:
-            if call_name(node) in _OPAQUE_CALLS:
-                continue
-            if passes is not None:
-                kept = passes(node)
-                if kept is not None:
-                    positions, keywords = kept
-                    stack.append(node.func)
-                    stack.extend(a for i, a in enumerate(node.args) if i in positions or isinstance(a, ast.Starred))
-                    stack.extend(k.value for k in node.keywords if k.arg is None or k.arg in keywords)
-                    continue
-        elif kind is ast.Attribute:
-            if node.attr in ("shape", "dtype", "device", "numel", "size"):
-                continue
-        elif kind is ast.Lambda:
-            continue
-        stack.extend(child_nodes(node))
 
 
 def compute_flow(index: Index, env: dict[str, str] | None = None) -> Taint:

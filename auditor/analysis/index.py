@@ -84,10 +84,9 @@ def _child_fields(cls: type) -> tuple[str, ...]:
 def child_nodes(node: ast.AST) -> list[ast.AST]:
     """ast.iter_child_nodes, same order, as a list kept on the node: the analyses walk each
     tree several times (index, flow, reach, values). Callers must not change the list."""
-    try:
-        return node._auditor_children
-    except AttributeError:
-        pass
+    known = node.__dict__.get("_auditor_children")  # (a miss costs less than an AttributeError)
+    if known is not None:
+        return known
     names = _CHILD_FIELDS.get(node.__class__)
     if names is None:
         names = _child_fields(node.__class__)
