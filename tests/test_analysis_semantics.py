@@ -188,3 +188,32 @@ def test_a_run_command_pointing_the_training_variable_at_val_shards_is_val_data_
 def test_the_same_record_without_those_steps_is_clean(tmp_path):
     folder = _record(tmp_path, "```bash\ntorchrun --nproc_per_node=8 train_gpt.py\n```\n")
     assert classify_path(folder).verdict == "clean"
+
+
+def test_a_scope_holds_the_functions_own_code_with_lines_and_text():
+    analysis = analyze_text(textwrap.dedent('''
+        def score(tokens, table):
+            label = "péage →"; total = table[tokens[1:]].sum()
+            helper = lambda t: t + 1
+            def inner(x):
+                return x
+            for i in range(3):
+                total += (tokens[i]
+                          * 2)
+            return total
+    '''))
+    function = next(f for f in analysis.index.functions if f.name == "score")
+    scope = analysis.scope(function)
+    nodes = scope.walk()
+    # a lambda's body and a nested def are code of their own
+    assert not any(isinstance(n, ast.BinOp) and isinstance(n.right, ast.Constant) and n.right.value == 1 for n in nodes)
+    assert not any(isinstance(n, ast.Return) and isinstance(n.value, ast.Name) and n.value.id == "x" for n in nodes)
+    lookup = next(n for n in nodes if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Subscript))
+    # text as written, after non-ASCII characters on the same line (ast counts UTF-8 bytes)
+    assert scope.code(lookup) == "table[tokens[1:]]"
+    assert scope.code(lookup.slice) == "tokens[1:]"
+    assert scope.lines(lookup) == (3, 3)
+    product = next(n for n in nodes if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult))
+    assert scope.code(product) == "tokens[i]\n                  * 2"
+    assert scope.lines(product) == (8, 9)  # the statement that holds it
+    assert isinstance(scope.parent(product), ast.AugAssign)
