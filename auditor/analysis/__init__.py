@@ -57,21 +57,21 @@ class Scope:
 
     def _walk_once(self) -> None:
         nodes, parents = [], {}
-        stack = [(node, None) for node in reversed(self.statements) if node.__class__ not in _NOT_WALKED]
+        stack = [(node, None) for node in reversed(self.statements) if node.__class__ not in NESTED_CODE]
         while stack:
             node, parent = stack.pop()
             nodes.append(node)
             if parent is not None:
                 parents[id(node)] = parent
             for child in reversed(child_nodes(node)):
-                if child.__class__ not in _NOT_WALKED:
+                if child.__class__ not in NESTED_CODE:
                     stack.append((child, node))
         self._nodes, self._parents = nodes, parents
 
 
 # what a Scope's walk skips with its subtree: the code of a function of its own (contexts
 # and operators are no children at all, see index.child_nodes)
-_NOT_WALKED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
+NESTED_CODE = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
 
 
 def source_segment(unit: Unit, node: ast.AST) -> str:

@@ -18,9 +18,9 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from auditor.analysis import Analysis, Scope
+from auditor.analysis import NESTED_CODE, Analysis, Scope
 from auditor.analysis.flow import TARGET, TRAIN, VAL
-from auditor.analysis.index import Function, call_args, child_nodes, full_name, node_roots, own_nodes, walk
+from auditor.analysis.index import Function, call_args, child_nodes, full_name, is_name, node_roots, own_nodes, walk
 
 OPTIMIZER = re.compile(r"(?:^|\.)(Adam\w*|SGD|LBFGS|RMSprop|Adagrad|Adafactor|Lion)$|optim\.\w+$")
 NO_GRAD = re.compile(r"(no_grad|inference_mode)")
@@ -102,7 +102,7 @@ def _score_event(node: ast.AST, scope: Scope, score_names: set[str], accumulatin
         kinds = analysis.kinds(scope.function, value, scope)
         if TARGET in kinds:
             return True
-        return VAL in kinds and not _is_name_like(value) and any(isinstance(n, ast.Call) for n in walk(value))
+        return VAL in kinds and not (value.__class__ is ast.Subscript or is_name(value)) and any(isinstance(n, ast.Call) for n in walk(value))
 
     if kind is ast.AugAssign and isinstance(node.op, (ast.Add, ast.Sub)):
         return _score_root(node.target) in score_names and scored(node.value)
@@ -120,12 +120,6 @@ def _score_event(node: ast.AST, scope: Scope, score_names: set[str], accumulatin
             if isinstance(target, ast.Subscript) and _score_root(target) in score_names:
                 return scored(node.value)
     return False
-
-
-def _is_name_like(node: ast.AST) -> bool:
-    """A subscript, name or attribute as libcst reads them (True, False and None are names there)."""
-    return isinstance(node, (ast.Subscript, ast.Name, ast.Attribute)) or (
-        node.__class__ is ast.Constant and (node.value is None or node.value is True or node.value is False))
 
 
 def _score_root(node: ast.AST) -> str:
@@ -518,11 +512,8 @@ def _loop_body(loop: ast.AST) -> list[ast.AST]:
     while stack:
         node = stack.pop()
         nodes.append(node)
-        stack.extend(child for child in child_nodes(node) if child.__class__ not in _NOT_IN_BODY)
+        stack.extend(child for child in child_nodes(node) if child.__class__ not in NESTED_CODE)
     return nodes
-
-
-_NOT_IN_BODY = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
 
 
 def adaptations(analysis: Analysis) -> list[Adaptation]:

@@ -227,9 +227,6 @@ def _index_stmt(index: Index, unit: Unit, stmt: ast.AST, top: ast.stmt, prefix: 
                         _index_stmt(index, unit, grandchild, top, prefix, cls, parent)
 
 
-_NOT_NAMES = frozenset({"for", "in", "if", "and", "or", "not", "is", "None", "True", "False", "lambda"})
-
-
 def node_roots(node: ast.AST) -> set[str]:
     """The names an expression holds, `a` of `a.b.c` (keyword and lambda parameter names
     included: they name what is passed)."""
@@ -247,7 +244,7 @@ def node_roots(node: ast.AST) -> set[str]:
             elif cls is ast.arg:
                 found.add(current.arg)
             stack.extend(child_nodes(current))
-    return found - _NOT_NAMES
+    return found
 
 
 def full_name(node: ast.AST | None) -> str:
@@ -266,9 +263,17 @@ def full_name(node: ast.AST | None) -> str:
         return full_name(node.func)
     if cls is ast.Subscript:
         return full_name(node.value)
-    if cls is ast.Constant and (node.value is None or node.value is True or node.value is False):
+    if is_name(node):  # True, False, None
         return str(node.value)
     return ""
+
+
+def is_name(node: ast.AST) -> bool:
+    """A name or an attribute; True, False and None count as names (libcst's reading, which
+    the rules were first written with)."""
+    cls = node.__class__
+    return cls is ast.Name or cls is ast.Attribute or (
+        cls is ast.Constant and (node.value is None or node.value is True or node.value is False))
 
 
 def call_args(call: ast.Call, named: bool = True) -> list[ast.expr]:

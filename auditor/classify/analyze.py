@@ -90,7 +90,8 @@ def _fewer_collections():
 
 
 def _findings(submission: Submission, display: str) -> tuple[list[Finding], list[str]]:
-    # (the trees die with this frame, before the collector's threshold is put back)
+    # (the analysis, its scopes and flow, dies with this frame, before the collector's
+    # threshold is put back; the parsed tree stays with the submission)
     source = submission.source()
     with submission.reading():
         analysis = analyze_source(source, submission, display=display)

@@ -15,7 +15,7 @@ import ast
 import re
 
 from auditor.analysis.flow import VAL
-from auditor.analysis.index import call_args, call_name, dotted, full_name, own_nodes
+from auditor.analysis.index import call_args, call_name, dotted, full_name, is_name, own_nodes
 from auditor.analysis.adaptation import _base_name, adaptations, free_names
 from auditor.rules.base import Hit, Rule, where
 
@@ -198,7 +198,7 @@ class TwoPassRescore(Rule):
                     trained_positions = _mutated_positions(analysis, trainers[name].function)
                     models = {full_name(a) for i, a in enumerate(args) if i in trained_positions}
                 else:
-                    models = {full_name(a) for a in args if _is_name(a)}
+                    models = {full_name(a) for a in args if is_name(a)}
                 line = scope.lines(node)[0]
                 if name in trainers and not _copies_model(analysis, trainers[name].function):
                     for model in models:
@@ -358,12 +358,6 @@ def _keys(subscript: ast.Subscript) -> list[ast.AST]:
     """The keys of `t[k]`, `t[i, j]`; slices are no key."""
     key = subscript.slice
     return [k for k in (key.elts if isinstance(key, ast.Tuple) else [key]) if not isinstance(k, ast.Slice)]
-
-
-def _is_name(node) -> bool:
-    """A name or attribute (True, False and None are names to libcst, whose reading this keeps)."""
-    return isinstance(node, (ast.Name, ast.Attribute)) or (
-        node.__class__ is ast.Constant and (node.value is None or node.value is True or node.value is False))
 
 
 def _written_names(target):
